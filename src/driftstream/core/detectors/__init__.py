@@ -1,0 +1,6 @@
+"""Online drift detectors with batch updates and explicit, JSON-able state."""
+
+from driftstream.core.detectors.adwin import ADWIN
+from driftstream.core.detectors.page_hinkley import PageHinkley
+
+__all__ = ["ADWIN", "PageHinkley"]
