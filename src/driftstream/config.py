@@ -1,0 +1,238 @@
+"""The YAML config, validated into frozen pydantic models.
+
+A bad config fails early with the path of the bad key, e.g.
+``models.fraud.window.size: Input should be greater than 0``. Nothing here
+reads the environment: every value comes from the file or from defaults,
+and each default is documented where it is defined (the core's
+``settings`` and ``stats`` modules give their sources).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from driftstream.core import stats
+from driftstream.core.baseline import BaselineProfile, load_baseline
+from driftstream.core.monitor import default_feature_settings, kind_of, profiles_of
+from driftstream.core.settings import (
+    DEFAULT_ADWIN,
+    DEFAULT_PAGE_HINKLEY,
+    EpisodeSettings,
+    FeatureSettings,
+    MonitorSettings,
+    StatisticSetting,
+    WindowSettings,
+)
+
+CONFIG_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowConfig(Frozen):
+    """Tumbling windows: ``count`` of events, or ``time`` in event-time seconds."""
+
+    kind: Literal["count", "time"] = "count"
+    size: int = Field(default=WindowSettings.size, gt=0)
+    seconds: float = Field(default=WindowSettings.seconds, gt=0)
+    min_count: int = Field(default=WindowSettings.min_count, ge=1)
+
+
+class EpisodeConfig(Frozen):
+    resolve_windows: int = Field(default=EpisodeSettings.resolve_windows, ge=1)
+    resolve_ratio: float = Field(default=EpisodeSettings.resolve_ratio, gt=0, le=1)
+    detector_quiet_events: int = Field(default=EpisodeSettings.detector_quiet_events, ge=1)
+
+
+class AdwinConfig(Frozen):
+    delta: float = Field(default=DEFAULT_ADWIN["delta"], gt=0, lt=1)
+    clock: int = Field(default=int(DEFAULT_ADWIN["clock"]), ge=1)
+    max_buckets: int = Field(default=int(DEFAULT_ADWIN["max_buckets"]), ge=1)
+    min_window_length: int = Field(default=int(DEFAULT_ADWIN["min_window_length"]), ge=1)
+    grace_period: int = Field(default=int(DEFAULT_ADWIN["grace_period"]), ge=0)
+
+
+class PageHinkleyConfig(Frozen):
+    min_instances: int = Field(default=int(DEFAULT_PAGE_HINKLEY["min_instances"]), ge=1)
+    delta: float = Field(default=float(DEFAULT_PAGE_HINKLEY["delta"]), ge=0)
+    threshold: float = Field(default=float(DEFAULT_PAGE_HINKLEY["threshold"]), gt=0)
+    alpha: float = Field(default=float(DEFAULT_PAGE_HINKLEY["alpha"]), gt=0, le=1)
+    mode: Literal["up", "down", "both"] = "both"
+
+
+class DetectorsConfig(Frozen):
+    adwin: AdwinConfig = AdwinConfig()
+    page_hinkley: PageHinkleyConfig = PageHinkleyConfig()
+
+
+class StatisticConfig(Frozen):
+    """Overrides for one statistic; unset values keep the documented default."""
+
+    threshold: float | None = None
+    critical: float | None = None
+
+
+StatisticName = Literal["psi", "js", "ks", "wasserstein", "chi2", "linf"]
+DetectorName = Literal["adwin", "page_hinkley"]
+
+
+class FeatureConfig(Frozen):
+    """Per-feature overrides. ``kind`` also steers ``driftstream baseline``."""
+
+    kind: Literal["numeric", "categorical"] | None = None
+    enabled: bool = True
+    statistics: dict[StatisticName, StatisticConfig] | None = None
+    detectors: list[DetectorName] | None = None
+
+
+class ModelConfig(Frozen):
+    baseline: Path
+    model_version: str = ""
+    window: WindowConfig = WindowConfig()
+    episodes: EpisodeConfig = EpisodeConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
+    compare_previous: bool = False
+    category_cap: int = Field(default=50, ge=1, le=10_000)
+    features: dict[str, FeatureConfig] = {}
+
+
+class Config(Frozen):
+    version: Literal[1] = 1
+    models: dict[str, ModelConfig] = Field(min_length=1)
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate already-parsed YAML/JSON data."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config; relative baseline paths follow the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        msg = f"config file not found: {path}"
+        raise ConfigError(msg) from None
+    except yaml.YAMLError as error:
+        msg = f"{path}: not valid YAML: {error}"
+        raise ConfigError(msg) from None
+    config = parse_config(data, str(path))
+    models = {
+        model_id: model.model_copy(update={"baseline": path.parent / model.baseline})
+        for model_id, model in config.models.items()
+    }
+    return config.model_copy(update={"models": models})
+
+
+def read_baseline(model_id: str, model: ModelConfig) -> BaselineProfile:
+    """Load a model's baseline, naming the config key when it fails."""
+    where = f"models.{model_id}.baseline"
+    try:
+        text = model.baseline.read_bytes()
+    except OSError as error:
+        msg = f"{where}: cannot read {model.baseline}: {error.strerror}"
+        raise ConfigError(msg) from None
+    try:
+        baseline = load_baseline(text)
+    except ValueError as error:
+        msg = f"{where}: {model.baseline}: {error}"
+        raise ConfigError(msg) from None
+    if baseline.model_id != model_id:
+        msg = f"{where}: {model.baseline} is the baseline of model {baseline.model_id!r}"
+        raise ConfigError(msg)
+    return baseline
+
+
+def monitor_settings(
+    model_id: str, model: ModelConfig, baseline: BaselineProfile
+) -> MonitorSettings:
+    """Combine a model's config with its baseline into core settings."""
+    profiles = profiles_of(baseline)
+    for name in model.features:
+        if name not in profiles:
+            msg = (
+                f"models.{model_id}.features.{name}: not a column of the baseline "
+                f"{model.baseline} (columns: {', '.join(sorted(profiles))})"
+            )
+            raise ConfigError(msg)
+    features = tuple(
+        _feature_settings(
+            f"models.{model_id}.features.{name}",
+            name,
+            kind_of(profile),
+            model.features.get(name, FeatureConfig()),
+        )
+        for name, profile in profiles.items()
+        if model.features.get(name, FeatureConfig()).enabled
+    )
+    return MonitorSettings(
+        model_id=model_id,
+        model_version=model.model_version,
+        features=features,
+        window=WindowSettings(**model.window.model_dump()),
+        episodes=EpisodeSettings(**model.episodes.model_dump()),
+        adwin=model.detectors.adwin.model_dump(),
+        page_hinkley=model.detectors.page_hinkley.model_dump(),
+        compare_previous=model.compare_previous,
+        category_cap=model.category_cap,
+    )
+
+
+def _feature_settings(where: str, name: str, kind: str, config: FeatureConfig) -> FeatureSettings:
+    if config.kind is not None and config.kind != kind:
+        msg = (
+            f"{where}.kind: configured {config.kind} but the baseline profiles it as {kind}; "
+            "rebuild the baseline with this config"
+        )
+        raise ConfigError(msg)
+    default = default_feature_settings(name, kind)
+    statistics = default.statistics
+    if config.statistics is not None:
+        statistics = tuple(
+            _statistic(f"{where}.statistics.{stat}", stat, kind, override)
+            for stat, override in config.statistics.items()
+        )
+    detectors = default.detectors if config.detectors is None else tuple(config.detectors)
+    if detectors and kind != "numeric":
+        msg = f"{where}.detectors: detectors need a numeric feature, this one is {kind}"
+        raise ConfigError(msg)
+    return FeatureSettings(name, kind, statistics, detectors)
+
+
+def _statistic(where: str, name: str, kind: str, override: StatisticConfig) -> StatisticSetting:
+    info = stats.STATISTICS[name]
+    if kind not in info.kinds:
+        allowed = sorted(s for s, i in stats.STATISTICS.items() if kind in i.kinds)
+        msg = f"{where}: {name} does not apply to {kind} features (use one of {allowed})"
+        raise ConfigError(msg)
+    threshold = info.threshold if override.threshold is None else override.threshold
+    critical = info.critical if override.critical is None else override.critical
+    return StatisticSetting(name, threshold, critical)
+
+
+def feature_kinds(model: ModelConfig) -> Mapping[str, str]:
+    """Kinds the config pins, for building a baseline."""
+    return {name: f.kind for name, f in model.features.items() if f.kind is not None}
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)

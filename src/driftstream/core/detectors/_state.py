@@ -1,0 +1,80 @@
+"""Helpers shared by the detectors: state and input checks, batch step sizes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, Self
+
+import numpy as np
+import numpy.typing as npt
+
+STATE_VERSION = 1
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def check_state(state: Mapping[str, Any], kind: str, keys: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the first wrong or missing key of a saved state."""
+    if not isinstance(state, Mapping):
+        msg = f"state must be a mapping, got {type(state).__name__}"
+        raise ValueError(msg)
+    if state.get("kind") != kind:
+        msg = f"state key 'kind' must be {kind!r}, got {state.get('kind')!r}"
+        raise ValueError(msg)
+    if state.get("version") != STATE_VERSION:
+        msg = f"state key 'version' must be {STATE_VERSION}, got {state.get('version')!r}"
+        raise ValueError(msg)
+    for key in keys:
+        if key not in state:
+            msg = f"state key {key!r} is missing"
+            raise ValueError(msg)
+
+
+def finite_float(x: float) -> float:
+    """``x`` as a float; NaN and infinities would poison the running sums for good."""
+    value = float(x)
+    if not math.isfinite(value):
+        msg = f"detector input must be finite, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def finite_array(values: npt.ArrayLike) -> FloatArray:
+    """``values`` as a flat float64 array, refusing non-finite entries like ``finite_float``."""
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.isfinite(array).all():
+        bad = int(np.flatnonzero(~np.isfinite(array))[0])
+        msg = f"detector input must be finite, got {array[bad]!r} at position {bad}"
+        raise ValueError(msg)
+    return array
+
+
+def step_after_reset(hits: list[int], default: int, low: int, high: int) -> int:
+    """Points to try after a reset: twice the last run between detections, if known.
+
+    Work past a detection is thrown away, so a step near the typical run
+    keeps frequent detections cheap while rare ones still get big steps.
+    """
+    if len(hits) < 2:
+        return default
+    return min(high, max(low, 2 * (hits[-1] - hits[-2])))
+
+
+class _Detector(Protocol):
+    def update(self, x: float) -> Self: ...
+
+    @property
+    def drift_detected(self) -> bool: ...
+
+
+def loop_until_drift(detector: _Detector, x: FloatArray) -> int:
+    """Scalar updates up to the first detection; return how many points were used.
+
+    For steps so short that numpy's per-call cost would exceed a Python loop.
+    """
+    for k, value in enumerate(x.tolist()):
+        if detector.update(value).drift_detected:
+            return k + 1
+    return int(x.size)

@@ -1,0 +1,43 @@
+"""Findings: what a monitor reports, with everything an alert needs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DRIFT = "drift"
+RESOLVED = "resolved"
+
+BASELINE = "baseline"
+PREVIOUS_WINDOW = "previous_window"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A drift episode starting (``kind="drift"``) or ending (``"resolved"``).
+
+    ``row`` is the position, within the batch given to ``update``, of the
+    event that triggered the finding (the event that closed the window, or
+    the event at which a detector fired). The runtime maps it to a Kafka
+    offset. ``event_time`` is that event's ``ts``.
+    """
+
+    kind: str
+    model_id: str
+    model_version: str
+    feature: str
+    detector: str
+    statistic: str
+    value: float
+    threshold: float
+    severity: str
+    reference: str
+    window_start: float
+    window_end: float
+    window_count: int
+    event_time: float
+    row: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data view (JSON-able)."""
+        return asdict(self)

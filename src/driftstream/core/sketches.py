@@ -1,0 +1,523 @@
+"""Bounded, mergeable window summaries with explicit, JSON-able state.
+
+A window of live traffic is reduced to a sketch one micro-batch at a time and
+later compared with the baseline by :mod:`driftstream.core.stats`. Every sketch
+is fixed-size (a histogram on the baseline bins, or category counts under a
+cap), merges with another sketch of the same shape, and saves to plain data
+with ``to_state()`` so a restarted worker continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from driftstream.core.baseline import category_label
+from driftstream.core.binning import FloatArray, IntArray, bin_counts, validate_edges
+
+STATE_VERSION = 1
+OTHER_KEY = "__other__"
+"""Name of the trailing element of :meth:`CategorySketch.vector`."""
+
+
+def _check_header(state: Mapping[str, Any], kind: str, keys: Sequence[str]) -> None:
+    if not isinstance(state, Mapping):
+        msg = f"sketch state must be a mapping, got {type(state).__name__}"
+        raise ValueError(msg)
+    for key in ("kind", "version", *keys):
+        if key not in state:
+            msg = f"sketch state is missing key {key!r}"
+            raise ValueError(msg)
+    if state["kind"] != kind:
+        msg = f"sketch state key 'kind' must be {kind!r}, got {state['kind']!r}"
+        raise ValueError(msg)
+    if state["version"] != STATE_VERSION:
+        msg = f"sketch state key 'version' must be {STATE_VERSION}, got {state['version']!r}"
+        raise ValueError(msg)
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass, but a bool count is always a corrupt state
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count_field(state: Mapping[str, Any], key: str) -> int:
+    value = state[key]
+    if not _is_int(value) or value < 0:
+        msg = f"sketch state key {key!r} must be a non-negative int, got {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def _float_field(state: Mapping[str, Any], key: str) -> float:
+    value = state[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"sketch state key {key!r} must be a finite number, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+def _combine(
+    left: tuple[int, float, float], right: tuple[int, float, float]
+) -> tuple[int, float, float]:
+    """Pool two (count, mean, M2) triples (Chan, Golub & LeVeque 1979)."""
+    n_a, mean_a, m2_a = left
+    n_b, mean_b, m2_b = right
+    if n_b == 0:
+        return left
+    if n_a == 0:
+        return right
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (n_b / n)
+    m2 = m2_a + m2_b + delta * delta * (n_a * n_b / n)
+    return n, mean, m2
+
+
+class NumericSketch:
+    """Histogram on baseline bins plus count, mean, variance, min and max.
+
+    ``edges`` are the baseline's inner bin edges (see
+    :mod:`driftstream.core.binning`). Nulls are counted apart; NaN and ±inf are
+    counted in ``nonfinite_count`` and kept out of the histogram and moments,
+    so one bad value cannot poison a window's mean.
+
+    Moments are kept as (count, mean, M2). Each batch is reduced with a
+    two-pass mean and sum of squared deviations, then pooled with the running
+    totals by the pairwise formula of Chan, Golub & LeVeque, "Updating
+    formulae and a pairwise algorithm for computing sample variances" (1979).
+    That avoids the cancellation of a running sum of squares and makes merge
+    exact up to rounding.
+
+    >>> import numpy as np
+    >>> sketch = NumericSketch([0.0, 1.0]).update(np.array([-1.0, 0.5, 2.0, np.nan]))
+    >>> sketch.counts.tolist(), sketch.count, sketch.nonfinite_count, sketch.total
+    ([1, 1, 1], 3, 1, 4)
+    >>> round(sketch.mean, 3), sketch.min, sketch.max
+    (0.5, -1.0, 2.0)
+    """
+
+    _counts: IntArray
+    _mean: float
+    _m2: float
+    _min: float
+    _max: float
+    _null_count: int
+    _nonfinite_count: int
+
+    def __init__(self, edges: npt.ArrayLike) -> None:
+        self.edges: FloatArray = np.array(validate_edges(edges))
+        # shared between copies and merges, so nobody may edit it in place
+        self.edges.flags.writeable = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every value seen; keep the edges."""
+        self._counts = np.zeros(self.edges.size + 1, dtype=np.int64)
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._min = math.inf
+        self._max = -math.inf
+        self._null_count = 0
+        self._nonfinite_count = 0
+
+    def update(self, values: npt.ArrayLike, nulls: npt.ArrayLike | None = None) -> Self:
+        """Add a batch of values; ``nulls`` marks entries to count as null and ignore."""
+        column = np.asarray(values, dtype=np.float64)
+        if column.ndim != 1:
+            msg = f"values must be 1-d, got shape {column.shape}"
+            raise ValueError(msg)
+        if nulls is not None:
+            column = self._drop_nulls(column, nulls)
+        finite = np.isfinite(column)
+        kept = column if finite.all() else column[finite]
+        self._nonfinite_count += column.size - kept.size
+        if kept.size:
+            self._absorb(kept)
+        return self
+
+    def _drop_nulls(self, column: FloatArray, nulls: npt.ArrayLike) -> FloatArray:
+        mask = np.asarray(nulls, dtype=bool)
+        if mask.shape != column.shape:
+            msg = f"nulls must have the shape of values {column.shape}, got {mask.shape}"
+            raise ValueError(msg)
+        self._null_count += int(np.count_nonzero(mask))
+        return column[~mask]
+
+    def _absorb(self, kept: FloatArray) -> None:
+        batch_mean = float(kept.mean())
+        deviations = kept - batch_mean
+        batch = (int(kept.size), batch_mean, float(np.dot(deviations, deviations)))
+        # pool before touching the counts: the running count is their sum
+        _, self._mean, self._m2 = _combine(self._moments(), batch)
+        self._counts += bin_counts(self.edges, kept)
+        self._min = min(self._min, float(kept.min()))
+        self._max = max(self._max, float(kept.max()))
+
+    def _moments(self) -> tuple[int, float, float]:
+        return self.count, self._mean, self._m2
+
+    @property
+    def counts(self) -> IntArray:
+        """Counts per bin, ``len(edges) + 1`` of them (a copy)."""
+        return self._counts.copy()
+
+    @property
+    def count(self) -> int:
+        """Number of finite values seen."""
+        return int(self._counts.sum())
+
+    @property
+    def null_count(self) -> int:
+        return self._null_count
+
+    @property
+    def nonfinite_count(self) -> int:
+        return self._nonfinite_count
+
+    @property
+    def total(self) -> int:
+        """All rows seen: finite, non-finite and null."""
+        return self.count + self._null_count + self._nonfinite_count
+
+    @property
+    def mean(self) -> float:
+        return self._mean if self.count else math.nan
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation of the finite values."""
+        count = self.count
+        return math.sqrt(self._m2 / count) if count else math.nan
+
+    @property
+    def min(self) -> float:
+        return self._min if self.count else math.nan
+
+    @property
+    def max(self) -> float:
+        return self._max if self.count else math.nan
+
+    def merge(self, other: NumericSketch) -> NumericSketch:
+        """A new sketch holding both; the edges must be identical."""
+        if not np.array_equal(self.edges, other.edges):
+            msg = "cannot merge numeric sketches with different 'edges'"
+            raise ValueError(msg)
+        merged = self.copy()
+        _, merged._mean, merged._m2 = _combine(self._moments(), other._moments())
+        merged._counts += other._counts
+        merged._min = min(self._min, other._min)
+        merged._max = max(self._max, other._max)
+        merged._null_count += other._null_count
+        merged._nonfinite_count += other._nonfinite_count
+        return merged
+
+    def copy(self) -> NumericSketch:
+        clone = NumericSketch(self.edges)
+        clone._counts = self._counts.copy()
+        clone._mean, clone._m2 = self._mean, self._m2
+        clone._min, clone._max = self._min, self._max
+        clone._null_count = self._null_count
+        clone._nonfinite_count = self._nonfinite_count
+        return clone
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON-able data; ``min``/``max`` are None while empty (JSON has no inf)."""
+        empty = self.count == 0
+        return {
+            "kind": "numeric",
+            "version": STATE_VERSION,
+            "edges": self.edges.tolist(),
+            "counts": self._counts.tolist(),
+            "mean": self._mean,
+            "m2": self._m2,
+            "min": None if empty else self._min,
+            "max": None if empty else self._max,
+            "null_count": self._null_count,
+            "nonfinite_count": self._nonfinite_count,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Self:
+        """Rebuild a sketch saved by :meth:`to_state`; ValueError names a bad key."""
+        keys = ("edges", "counts", "mean", "m2", "min", "max", "null_count", "nonfinite_count")
+        _check_header(state, "numeric", keys)
+        try:
+            sketch = cls(state["edges"])
+        except (TypeError, ValueError) as err:
+            msg = f"sketch state key 'edges' is invalid: {err}"
+            raise ValueError(msg) from err
+        sketch._counts = _load_counts(state, sketch.edges.size + 1)
+        sketch._mean = _float_field(state, "mean")
+        sketch._m2 = _float_field(state, "m2")
+        if sketch._m2 < 0:
+            msg = f"sketch state key 'm2' must be >= 0, got {sketch._m2!r}"
+            raise ValueError(msg)
+        sketch._min, sketch._max = _load_range(state, empty=sketch.count == 0)
+        sketch._null_count = _count_field(state, "null_count")
+        sketch._nonfinite_count = _count_field(state, "nonfinite_count")
+        return sketch
+
+
+def _load_counts(state: Mapping[str, Any], size: int) -> IntArray:
+    counts = state["counts"]
+    valid = isinstance(counts, list) and len(counts) == size
+    if not valid or not all(_is_int(c) and c >= 0 for c in counts):
+        msg = f"sketch state key 'counts' must be {size} non-negative ints, got {counts!r}"
+        raise ValueError(msg)
+    return np.array(counts, dtype=np.int64)
+
+
+def _load_range(state: Mapping[str, Any], *, empty: bool) -> tuple[float, float]:
+    if empty:
+        for key in ("min", "max"):
+            if state[key] is not None:
+                msg = f"sketch state key {key!r} must be None when counts are all zero"
+                raise ValueError(msg)
+        return math.inf, -math.inf
+    low, high = _float_field(state, "min"), _float_field(state, "max")
+    if low > high:
+        msg = f"sketch state key 'min' ({low!r}) exceeds 'max' ({high!r})"
+        raise ValueError(msg)
+    return low, high
+
+
+def _distinct(column: npt.NDArray[Any]) -> Iterable[tuple[object, int]]:
+    """Each distinct raw value of ``column`` with its count."""
+    if column.dtype.kind in "biufU":
+        values, counts = np.unique(column, return_counts=True)
+        return zip(values.tolist(), counts.tolist(), strict=True)
+    items = column.tolist()
+    # np.unique cannot order mixed types, and casting to a fixed-width str dtype
+    # sizes every row like the longest value; hashing in C has neither problem.
+    # Keying on the type keeps True apart from 1, which compare equal.
+    try:
+        tally = Counter(zip(map(type, items), items, strict=True))
+    except TypeError:  # an unhashable value (a list or dict) slipped past validation
+        return Counter(map(category_label, items)).items()
+    return ((value, count) for (_, value), count in tally.items())
+
+
+def _label_counts(values: npt.ArrayLike) -> tuple[dict[str, int], int]:
+    """Counts per category label, sorted by label, and the number of nulls."""
+    column = np.asarray(values)
+    if column.ndim != 1:
+        msg = f"values must be 1-d, got shape {column.shape}"
+        raise ValueError(msg)
+    labels: dict[str, int] = {}
+    nulls = 0
+    for value, count in _distinct(column):
+        label = value if type(value) is str else category_label(value)
+        if label is None:
+            nulls += count
+        else:
+            labels[label] = labels.get(label, 0) + count
+    return dict(sorted(labels.items())), nulls
+
+
+class CategorySketch:
+    """Counts of at most ``cap`` distinct categories, the rest pooled as other.
+
+    ``categories`` (usually the baseline's top-K) are tracked from the start,
+    so they always have a slot. Other categories take the free slots first
+    come, first served; within one batch or merge, new names are admitted in
+    descending count, then name, order. Once ``cap`` names are tracked, every
+    unseen name is added to ``other_count``. Memory is bounded by ``cap``.
+
+    Values are labelled by :func:`driftstream.core.baseline.category_label`,
+    the rule the baseline was built with, so live and training labels agree:
+    bools read ``"true"``/``"false"``, integral floats lose their ``.0``, and
+    ``None``, NaN and ±inf are nulls.
+
+    >>> import numpy as np
+    >>> sketch = CategorySketch(cap=2).update(np.array(["b", "a", "c", "c", None], dtype=object))
+    >>> sketch.counts, sketch.other_count, sketch.null_count
+    ({'c': 2, 'a': 1}, 1, 1)
+    >>> sketch.vector(["a", "z"]).tolist()
+    [1, 0, 3]
+    """
+
+    _counts: dict[str, int]
+    _other_count: int
+    _null_count: int
+
+    def __init__(self, cap: int = 50, categories: Sequence[str] = ()) -> None:
+        if not _is_int(cap) or cap < 1:
+            msg = f"cap must be a positive int, got {cap!r}"
+            raise ValueError(msg)
+        seeds = tuple(dict.fromkeys(categories))
+        if not all(isinstance(name, str) for name in seeds):
+            msg = f"categories must be str labels, got {seeds!r}"
+            raise ValueError(msg)
+        if len(seeds) > cap:
+            msg = f"categories holds {len(seeds)} distinct names, more than cap={cap}"
+            raise ValueError(msg)
+        self.cap = cap
+        self.categories = seeds
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every value seen; keep the cap and the seeded categories."""
+        self._counts = dict.fromkeys(self.categories, 0)
+        self._other_count = 0
+        self._null_count = 0
+
+    def update(self, values: npt.ArrayLike) -> Self:
+        """Add a batch of categories (a 1-d object, str, bool or number array)."""
+        labels, nulls = _label_counts(values)
+        self._null_count += nulls
+        self._absorb(labels)
+        return self
+
+    def _absorb(self, labels: Mapping[str, int]) -> None:
+        """Add counts (``labels`` in name order), admitting new names while slots last.
+
+        Plain dicts rather than str arrays: a fixed-width str dtype would size
+        every name like the longest one.
+        """
+        fresh = []
+        for name, count in labels.items():
+            if name in self._counts:
+                self._counts[name] += count
+            else:
+                fresh.append((name, count))
+        # a stable sort of names already in order: descending count, then name
+        fresh.sort(key=lambda item: -item[1])
+        free = self.cap - len(self._counts)
+        self._counts.update(fresh[:free])
+        self._other_count += sum(count for _, count in fresh[free:])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Counts of the tracked categories (a copy)."""
+        return dict(self._counts)
+
+    @property
+    def other_count(self) -> int:
+        """Non-null values whose category found no free slot."""
+        return self._other_count
+
+    @property
+    def null_count(self) -> int:
+        return self._null_count
+
+    @property
+    def count(self) -> int:
+        """Non-null values seen."""
+        return sum(self._counts.values()) + self._other_count
+
+    @property
+    def total(self) -> int:
+        """All rows seen, null or not."""
+        return self.count + self._null_count
+
+    @property
+    def distinct(self) -> int:
+        """Number of tracked categories, seeded ones included."""
+        return len(self._counts)
+
+    def vector(self, categories: Sequence[str]) -> IntArray:
+        """Counts aligned with ``categories`` plus a trailing ``__other__`` count.
+
+        The trailing element holds every non-null value not in the list: tracked
+        names outside it and ``other_count``. A listed name that never got a
+        slot reads 0, its values being in ``other_count``; seed the baseline's
+        categories to avoid that.
+        """
+        names = list(categories)
+        if len(set(names)) != len(names):
+            msg = f"categories must be distinct, got {names!r}"
+            raise ValueError(msg)
+        listed = np.array([self._counts.get(name, 0) for name in names], dtype=np.int64)
+        return np.append(listed, np.int64(self.count - int(listed.sum())))
+
+    def merge(self, other: CategorySketch) -> CategorySketch:
+        """A new sketch holding both; ``cap`` and ``categories`` must match.
+
+        The result starts from this sketch's tracked set; the other sketch's
+        names not tracked here take the free slots in descending count, then
+        name, order, and the rest go to ``other_count``. The rule is
+        deterministic but, once the cap is hit, not symmetric.
+        """
+        for key in ("cap", "categories"):
+            if getattr(self, key) != getattr(other, key):
+                msg = f"cannot merge category sketches with different {key!r}"
+                raise ValueError(msg)
+        merged = self.copy()
+        merged._absorb(dict(sorted(other._counts.items())))
+        merged._other_count += other._other_count
+        merged._null_count += other._null_count
+        return merged
+
+    def copy(self) -> CategorySketch:
+        clone = CategorySketch(self.cap, self.categories)
+        clone._counts = dict(self._counts)
+        clone._other_count = self._other_count
+        clone._null_count = self._null_count
+        return clone
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        return {
+            "kind": "categorical",
+            "version": STATE_VERSION,
+            "cap": self.cap,
+            "categories": list(self.categories),
+            "counts": dict(self._counts),
+            "other_count": self._other_count,
+            "null_count": self._null_count,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Self:
+        """Rebuild a sketch saved by :meth:`to_state`; ValueError names a bad key."""
+        keys = ("cap", "categories", "counts", "other_count", "null_count")
+        _check_header(state, "categorical", keys)
+        seeds = state["categories"]
+        if not isinstance(seeds, list) or not all(isinstance(s, str) for s in seeds):
+            msg = f"sketch state key 'categories' must be a list of str, got {seeds!r}"
+            raise ValueError(msg)
+        try:
+            sketch = cls(_count_field(state, "cap"), seeds)
+        except ValueError as err:
+            msg = f"sketch state key 'cap' or 'categories' is invalid: {err}"
+            raise ValueError(msg) from err
+        sketch._counts = _load_category_counts(state, sketch)
+        sketch._other_count = _count_field(state, "other_count")
+        sketch._null_count = _count_field(state, "null_count")
+        return sketch
+
+
+def _load_category_counts(state: Mapping[str, Any], sketch: CategorySketch) -> dict[str, int]:
+    counts = state["counts"]
+    if not isinstance(counts, dict) or not all(
+        isinstance(k, str) and _is_int(v) and v >= 0 for k, v in counts.items()
+    ):
+        msg = f"sketch state key 'counts' must map str to non-negative int, got {counts!r}"
+        raise ValueError(msg)
+    if len(counts) > sketch.cap or not set(sketch.categories) <= counts.keys():
+        msg = "sketch state key 'counts' must hold every seeded category and at most cap names"
+        raise ValueError(msg)
+    return dict(counts)
+
+
+def sketch_from_state(state: Mapping[str, Any]) -> NumericSketch | CategorySketch:
+    """Rebuild whichever sketch ``state["kind"]`` names.
+
+    >>> sketch_from_state(CategorySketch(cap=3).to_state()).cap
+    3
+    """
+    kinds: dict[str, type[NumericSketch] | type[CategorySketch]] = {
+        "numeric": NumericSketch,
+        "categorical": CategorySketch,
+    }
+    kind = state.get("kind") if isinstance(state, Mapping) else None
+    if not isinstance(kind, str) or kind not in kinds:
+        msg = f"sketch state key 'kind' must be one of {sorted(kinds)}, got {kind!r}"
+        raise ValueError(msg)
+    return kinds[kind].from_state(state)

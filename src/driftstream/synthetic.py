@@ -1,0 +1,82 @@
+"""Synthetic traffic for a small fraud model: examples, tests and the demo.
+
+The columns mix what real feature sets have: a heavy-tailed amount in
+dollars, a latency in milliseconds, integers with missing values, a few
+categoricals and a boolean. ``drift`` shifts a chosen subset so tests and the
+demo know exactly which features should alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from driftstream.core.settings import PREDICTION, SCORE
+
+MODEL_ID = "fraud-detector"
+NUMERIC_FEATURES = ("amount", "latency_ms", "customer_age", "items")
+CATEGORICAL_FEATURES = ("country", "device", "is_new_customer")
+COUNTRIES = ("US", "GB", "DE", "FR", "BR", "IN", "JP", "CA")
+COUNTRY_WEIGHTS = (0.4, 0.12, 0.1, 0.1, 0.08, 0.1, 0.05, 0.05)
+DEVICES = ("ios", "android", "web")
+
+
+def frame(
+    n: int, seed: int, drift: Iterable[str] = ()
+) -> dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]]:
+    """``n`` rows of features, score, prediction and label.
+
+    Features named in ``drift`` come from a shifted distribution: ``amount``
+    and ``latency_ms`` move up, ``customer_age`` moves down, ``country``
+    gains a new market and ``device`` tilts to web.
+    """
+    rng = np.random.default_rng(seed)
+    shifted = set(drift)
+    unknown = shifted - set(NUMERIC_FEATURES) - set(CATEGORICAL_FEATURES)
+    if unknown:
+        msg = f"cannot drift unknown features: {sorted(unknown)}"
+        raise ValueError(msg)
+    amount = rng.lognormal(mean=4.0 + 0.6 * ("amount" in shifted), sigma=0.8, size=n)
+    latency = rng.gamma(shape=4.0, scale=30.0 * (1.5 if "latency_ms" in shifted else 1.0), size=n)
+    age = np.round(rng.normal(42 - 9 * ("customer_age" in shifted), 12, size=n).clip(18, 95))
+    age[rng.random(n) < 0.03] = np.nan
+    items = rng.poisson(3.0, size=n).astype(np.float64)
+    country = _choice(rng, n, shifted, "country")
+    device_p = (0.2, 0.2, 0.6) if "device" in shifted else (0.45, 0.35, 0.2)
+    device = rng.choice(np.array(DEVICES, dtype=object), size=n, p=device_p)
+    new_customer = np.where(rng.random(n) < 0.25, "true", "false").astype(object)
+    logit = -4.0 + 0.01 * (amount - 60) + 0.004 * latency + 1.2 * (new_customer == "true")
+    score = 1.0 / (1.0 + np.exp(-logit))
+    label = np.where(rng.random(n) < score, "fraud", "ok").astype(object)
+    return {
+        "amount": np.round(amount, 2),
+        "latency_ms": np.round(latency, 1),
+        "customer_age": age,
+        "items": items,
+        "country": country,
+        "device": device,
+        "is_new_customer": new_customer,
+        "score": np.round(score, 4),
+        "prediction": np.where(score > 0.5, "fraud", "ok").astype(object),
+        "label": label,
+    }
+
+
+def _choice(rng: np.random.Generator, n: int, shifted: set[str], name: str) -> np.ndarray:
+    countries = np.array(COUNTRIES, dtype=object)
+    values = rng.choice(countries, size=n, p=COUNTRY_WEIGHTS)
+    if name in shifted:
+        # A launch in a new market: a category the baseline never saw.
+        values[rng.random(n) < 0.3] = "MX"
+    values[rng.random(n) < 0.02] = None
+    return values
+
+
+def monitor_columns(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A frame's columns as a monitor batch takes them (outputs as pseudo-features)."""
+    columns = {name: data[name] for name in (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES)}
+    columns[PREDICTION] = data["prediction"]
+    columns[SCORE] = data["score"]
+    return columns

@@ -1,0 +1,225 @@
+"""ADWIN against river 0.26.1 (the oracle), batch against scalar, and saved state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from river import drift
+
+from driftstream.core.detectors import ADWIN
+
+
+def river_trace(values: np.ndarray, params: dict[str, Any]) -> tuple[list[int], list[tuple]]:
+    """River's detection positions and its (width, total, variance, n_detections) per step."""
+    detector = drift.ADWIN(**params)
+    hits, trace = [], []
+    for i, x in enumerate(values.tolist()):
+        detector.update(x)
+        if detector.drift_detected:
+            hits.append(i)
+        trace.append((detector.width, detector.total, detector.variance, detector.n_detections))
+    return hits, trace
+
+
+def our_trace(values: np.ndarray, params: dict[str, Any]) -> tuple[list[int], list[tuple]]:
+    detector = ADWIN(**params)
+    hits, trace = [], []
+    for i, x in enumerate(values.tolist()):
+        if detector.update(x).drift_detected:
+            hits.append(i)
+        trace.append((detector.width, detector.total, detector.variance, detector.n_detections))
+    return hits, trace
+
+
+def test_update_is_bit_identical_to_river_at_every_step(adwin_case):
+    values = adwin_case.values()
+    river_hits, river_steps = river_trace(values, adwin_case.params)
+    hits, steps = our_trace(values, adwin_case.params)
+    assert hits == river_hits
+    assert len(river_hits) >= adwin_case.min_detections
+    first_difference = next(
+        (i for i, (a, b) in enumerate(zip(steps, river_steps, strict=True)) if a != b), None
+    )
+    assert first_difference is None
+
+
+def test_update_many_matches_river(adwin_case):
+    values = adwin_case.values()
+    river = drift.ADWIN(**adwin_case.params)
+    river_hits = []
+    for i, x in enumerate(values.tolist()):
+        river.update(x)
+        if river.drift_detected:
+            river_hits.append(i)
+    detector = ADWIN(**adwin_case.params)
+    assert detector.update_many(values).tolist() == river_hits
+    ours = (detector.width, detector.total, detector.variance, detector.n_detections)
+    assert ours == (river.width, river.total, river.variance, river.n_detections)
+    assert detector.drift_detected == river.drift_detected
+    assert detector.estimation == river.estimation
+
+
+def test_update_many_ending_on_a_detection_has_the_shrunk_window(adwin_drift_case):
+    case = adwin_drift_case
+    values = case.values()
+    hits = ADWIN(**case.params).update_many(values)
+    end = int(hits[len(hits) // 2]) + 1
+    batch, loop = ADWIN(**case.params), ADWIN(**case.params)
+    batch.update_many(values[:end])
+    for x in values[:end]:
+        loop.update(x)
+    assert batch.drift_detected
+    assert batch.to_state() == loop.to_state()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_arbitrary_splits_give_the_same_positions_and_state(adwin_case, seed):
+    values = adwin_case.values()
+    whole = ADWIN(**adwin_case.params)
+    expected = whole.update_many(values).tolist()
+    rng = np.random.default_rng(seed)
+    split = ADWIN(**adwin_case.params)
+    hits, pos = [], 0
+    while pos < values.size:
+        size = int(rng.choice([0, 1, 1, 2, 31, 32, 33, 100, 1000, 5000]))
+        chunk = values[pos : pos + size]
+        if size == 1 and rng.random() < 0.5:
+            if split.update(chunk[0]).drift_detected:
+                hits.append(pos)
+        else:
+            hits.extend((split.update_many(chunk) + pos).tolist())
+        pos += chunk.size
+    assert hits == expected
+    assert split.to_state() == whole.to_state()
+
+
+@pytest.mark.parametrize("codec", ["json", "orjson"])
+def test_restore_at_half_equals_uninterrupted(adwin_case, codec):
+    check_restore(adwin_case, codec, lambda values, hits: values.size // 2)
+
+
+@pytest.mark.parametrize("codec", ["json", "orjson"])
+def test_restore_right_after_a_detection_equals_uninterrupted(adwin_drift_case, codec):
+    # The saved detector still owes the reset that river does on the next update.
+    check_restore(adwin_drift_case, codec, lambda values, hits: hits[0] + 1)
+
+
+def check_restore(case: Any, codec: str, cut_at: Any) -> None:
+    values = case.values()
+    whole = ADWIN(**case.params)
+    expected = whole.update_many(values).tolist()
+    cut = cut_at(values, expected)
+    first = ADWIN(**case.params)
+    hits = first.update_many(values[:cut]).tolist()
+    restored = ADWIN.from_state(round_trip(first.to_state(), codec))
+    hits += (restored.update_many(values[cut:]) + cut).tolist()
+    assert hits == expected
+    assert restored.to_state() == whole.to_state()
+
+
+def round_trip(state: dict[str, Any], codec: str) -> dict[str, Any]:
+    if codec == "json":
+        return json.loads(json.dumps(state, allow_nan=False))
+    return orjson.loads(orjson.dumps(state))
+
+
+def plain(value: Any) -> bool:
+    """True if ``value`` is built only from JSON's own Python types."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(plain(v) for v in value)
+    return type(value) in (int, float, str, bool, type(None))
+
+
+def test_state_is_plain_json_data():
+    detector = ADWIN()
+    detector.update_many(np.random.default_rng(0).normal(size=5000))
+    state = detector.to_state()
+    assert plain(state)
+    assert state["kind"] == "adwin"
+    assert state["version"] == 1
+    assert round_trip(state, "json") == state
+
+
+def test_state_stays_small_on_a_long_stream():
+    detector = ADWIN()
+    detector.update_many(np.random.default_rng(1).normal(size=100_000))
+    assert detector.width == 100_000
+    state = detector.to_state()
+    numbers = sum(len(level) for level in state["bucket_totals"] + state["bucket_variances"])
+    assert numbers < 200
+
+
+def test_batch_and_scalar_agree_on_an_empty_batch():
+    detector = ADWIN()
+    assert detector.update_many(np.array([])).tolist() == []
+    assert detector.to_state() == ADWIN().to_state()
+
+
+@pytest.mark.parametrize("key", ["kind", "version", "delta", "width", "bucket_totals", "tick"])
+def test_from_state_names_a_missing_key(key):
+    detector = ADWIN()
+    detector.update_many(np.arange(100.0))
+    state = detector.to_state()
+    del state[key]
+    with pytest.raises(ValueError, match=key):
+        ADWIN.from_state(state)
+
+
+def test_from_state_rejects_wrong_kind_and_version():
+    state = ADWIN().to_state()
+    with pytest.raises(ValueError, match="kind"):
+        ADWIN.from_state({**state, "kind": "page_hinkley"})
+    with pytest.raises(ValueError, match="version"):
+        ADWIN.from_state({**state, "version": 2})
+
+
+def test_from_state_rejects_an_inconsistent_window():
+    detector = ADWIN()
+    detector.update_many(np.arange(50.0))
+    state = detector.to_state()
+    with pytest.raises(ValueError, match="width"):
+        ADWIN.from_state({**state, "width": 49})
+    with pytest.raises(ValueError, match="bucket_totals"):
+        ADWIN.from_state({**state, "bucket_totals": state["bucket_totals"][:-1]})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("delta", 0.0),
+        ("delta", 1.0),
+        ("clock", 0),
+        ("max_buckets", 1),
+        ("min_window_length", 0),
+        ("grace_period", -1),
+    ],
+)
+def test_bad_parameters_name_the_parameter(name, value):
+    with pytest.raises(ValueError, match=name):
+        ADWIN(**{name: value})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_input_is_refused(bad):
+    detector = ADWIN()
+    with pytest.raises(ValueError, match="finite"):
+        detector.update(bad)
+    with pytest.raises(ValueError, match="position 2"):
+        detector.update_many([0.0, 1.0, bad])
+    assert detector.width == 0
+
+
+def test_api_follows_river():
+    detector = ADWIN()
+    assert detector.update(1.0) is detector
+    assert (detector.delta, detector.clock, detector.max_buckets) == (0.002, 32, 5)
+    assert (detector.min_window_length, detector.grace_period) == (5, 10)
+    with pytest.raises(AttributeError):
+        detector.drift_detected = True  # type: ignore[misc]
+    assert ADWIN().estimation == 0.0

@@ -1,0 +1,175 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from driftstream.core.baseline import build_profile
+from driftstream.core.batch import Batch
+from driftstream.core.monitor import ModelMonitor, settings_from_baseline
+from driftstream.core.settings import FeatureSettings, WindowSettings
+from driftstream.synthetic import frame, monitor_columns
+
+DRIFTED = {"amount", "country"}
+# The score is computed from the amount, so it legitimately moves with it.
+MAY_FOLLOW = {"__score__", "__prediction__"}
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    data = frame(50_000, seed=1)
+    return build_profile(
+        data, model_id="fraud", prediction="prediction", score="score", target="label"
+    )
+
+
+def stream(n_stable, n_drifted, seed, drift=DRIFTED, start=1_700_000_000.0, step=0.01):
+    """Stable traffic, then drifted traffic; returns (ts, columns, first drifted ts)."""
+    parts = [monitor_columns(frame(n_stable, seed))]
+    if n_drifted:
+        parts.append(monitor_columns(frame(n_drifted, seed + 1000, drift=drift)))
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    ts = start + step * np.arange(n_stable + n_drifted)
+    return ts, columns, ts[n_stable] if n_drifted else None
+
+
+def feed(monitor, ts, columns, cuts):
+    """Feed the stream cut at ``cuts``; findings as (global row, finding) pairs."""
+    out, start = [], 0
+    for stop in [*cuts, len(ts)]:
+        batch = Batch(ts[start:stop], {k: v[start:stop] for k, v in columns.items()})
+        out += [(start + f.row, replace(f, row=0)) for f in monitor.update(batch)]
+        start = stop
+    return out
+
+
+def even_cuts(n, size):
+    return list(range(size, n, size))
+
+
+def test_no_drift_stream_raises_nothing(baseline):
+    monitor = ModelMonitor(settings_from_baseline(baseline), baseline)
+    ts, columns, _ = stream(150_000, 0, seed=11)
+    assert feed(monitor, ts, columns, even_cuts(len(ts), 2000)) == []
+    assert monitor.events == 150_000
+    psi = {k: v for k, v in monitor.last_values.items() if k[1] == "psi"}
+    assert len(psi) == 9 and max(psi.values()) < 0.02
+
+
+def test_drift_alerts_only_drifted_features_and_only_after_the_drift(baseline):
+    monitor = ModelMonitor(settings_from_baseline(baseline), baseline)
+    ts, columns, drift_ts = stream(30_000, 30_000, seed=21)
+    findings = [f for _, f in feed(monitor, ts, columns, even_cuts(len(ts), 1000))]
+    drifts = [f for f in findings if f.kind == "drift"]
+    assert {f.feature for f in drifts} - MAY_FOLLOW == DRIFTED
+    assert all(f.event_time >= drift_ts for f in drifts)
+    by_detector = {(f.feature, f.detector) for f in drifts}
+    assert {
+        ("amount", "window"),
+        ("amount", "adwin"),
+        ("amount", "page_hinkley"),
+        ("country", "window"),
+    } <= by_detector
+    window = next(f for f in drifts if f.feature == "amount" and f.statistic == "psi")
+    assert window.severity == "critical" and window.value > 0.25
+    assert window.window_count == 5000 and window.window_start >= drift_ts - 50
+
+
+def test_one_shift_is_one_episode_and_it_resolves_when_traffic_recovers(baseline):
+    monitor = ModelMonitor(settings_from_baseline(baseline), baseline)
+    ts, columns, _ = stream(20_000, 30_000, seed=31)
+    recovered = monitor_columns(frame(30_000, seed=32))
+    columns = {k: np.concatenate([v, recovered[k]]) for k, v in columns.items()}
+    ts = 1_700_000_000.0 + 0.01 * np.arange(80_000)
+    findings = [f for _, f in feed(monitor, ts, columns, even_cuts(80_000, 5000))]
+    window = [f for f in findings if f.detector == "window"]
+    for key in {(f.feature, f.statistic) for f in window}:
+        kinds = [f.kind for f in window if (f.feature, f.statistic) == key]
+        assert kinds == ["drift", "resolved"], key
+    resolved = [f for f in window if f.kind == "resolved"]
+    assert min(f.event_time for f in resolved) > ts[50_000]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_findings_do_not_depend_on_how_the_stream_is_batched(baseline, seed):
+    ts, columns, _ = stream(15_000, 25_000, seed=41)
+    reference = feed(
+        ModelMonitor(settings_from_baseline(baseline), baseline),
+        ts,
+        columns,
+        even_cuts(len(ts), 1000),
+    )
+    cuts = sorted(np.random.default_rng(seed).choice(len(ts), 60, replace=False).tolist())
+    again = feed(ModelMonitor(settings_from_baseline(baseline), baseline), ts, columns, cuts)
+    assert again == reference
+    assert len(reference) > 10
+
+
+@pytest.mark.parametrize(
+    "window", [WindowSettings(size=3000), WindowSettings(kind="time", seconds=45.0)]
+)
+def test_save_restore_continue_gives_identical_findings_and_state(baseline, window):
+    settings = replace(settings_from_baseline(baseline), window=window, compare_previous=True)
+    ts, columns, _ = stream(20_000, 20_000, seed=51)
+    cuts = even_cuts(len(ts), 1700)
+    uninterrupted = ModelMonitor(settings, baseline)
+    expected = feed(uninterrupted, ts, columns, cuts)
+
+    monitor, got, start = ModelMonitor(settings, baseline), [], 0
+    for stop in [*cuts, len(ts)]:
+        part = {k: v[start:stop] for k, v in columns.items()}
+        got += [(row + start, f) for row, f in feed(monitor, ts[start:stop], part, [])]
+        state = json.loads(json.dumps(monitor.to_state()))
+        monitor = ModelMonitor.from_state(settings, baseline, state)
+        start = stop
+    assert got == expected
+    assert monitor.to_state() == uninterrupted.to_state()
+    assert any(f.reference == "previous_window" for _, f in expected)
+
+
+def test_state_is_bounded(baseline):
+    monitor = ModelMonitor(settings_from_baseline(baseline), baseline)
+    ts, columns, _ = stream(200_000, 0, seed=61)
+    feed(monitor, ts[:20_000], {k: v[:20_000] for k, v in columns.items()}, [])
+    small = len(json.dumps(monitor.to_state()))
+    rest = {k: v[20_000:] for k, v in columns.items()}
+    feed(monitor, ts[20_000:], rest, even_cuts(180_000, 5000))
+    large = len(json.dumps(monitor.to_state()))
+    assert large < 1.5 * small
+
+
+def test_time_windows_report_aligned_bounds(baseline):
+    settings = replace(
+        settings_from_baseline(baseline),
+        window=WindowSettings(kind="time", seconds=60.0, min_count=100),
+    )
+    monitor = ModelMonitor(settings, baseline)
+    ts, columns, drift_ts = stream(12_000, 12_000, seed=71, step=0.02)
+    findings = [f for _, f in feed(monitor, ts, columns, even_cuts(len(ts), 1000))]
+    window = [f for f in findings if f.detector == "window"]
+    assert window and {f.feature for f in window} - MAY_FOLLOW == DRIFTED
+    for f in window:
+        assert f.window_end - f.window_start == 60.0 and f.window_start % 60.0 == 0
+        assert f.event_time >= f.window_end and f.window_end > drift_ts
+
+
+def test_settings_must_match_the_baseline(baseline):
+    settings = settings_from_baseline(baseline)
+    missing = replace(settings, features=(FeatureSettings("nope", "numeric", ()),))
+    with pytest.raises(ValueError, match="'nope' is not in the baseline"):
+        ModelMonitor(missing, baseline)
+    wrong = replace(settings, features=(FeatureSettings("country", "numeric", ()),))
+    with pytest.raises(ValueError, match="'country' is configured as numeric"):
+        ModelMonitor(wrong, baseline)
+
+
+def test_bad_state_is_refused_with_a_reason(baseline):
+    settings = settings_from_baseline(baseline)
+    state = ModelMonitor(settings, baseline).to_state()
+    with pytest.raises(ValueError, match="model 'other'"):
+        ModelMonitor.from_state(settings, baseline, {**state, "model_id": "other"})
+    with pytest.raises(ValueError, match="version"):
+        ModelMonitor.from_state(settings, baseline, {**state, "version": 9})
+    del state["clock"]
+    with pytest.raises(ValueError, match="'clock'"):
+        ModelMonitor.from_state(settings, baseline, state)

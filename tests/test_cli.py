@@ -1,0 +1,209 @@
+"""The command line, run as a user runs it: a subprocess of the installed script."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from driftstream.cli import main
+from driftstream.core.baseline import load_baseline
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = shutil.which("driftstream", path=str(Path(sys.executable).parent))
+
+
+def run(*args, cwd):
+    return subprocess.run([SCRIPT, *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def training_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "make_training_data.py"),
+            "--out",
+            str(out),
+            "--rows",
+            "4000",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def test_script_is_installed_and_help_explains_itself():
+    assert SCRIPT is not None
+    result = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, check=True)
+    assert "baseline" in result.stdout and "validate-config" in result.stdout
+    result = subprocess.run(
+        [SCRIPT, "baseline", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--prediction" in result.stdout and "default: 20" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.parquet"])
+def test_baseline_from_csv_and_parquet(training_data, tmp_path, name):
+    out = tmp_path / "baselines" / "fraud-detector.json"
+    result = run(
+        "baseline",
+        "--data",
+        str(training_data / name),
+        "--model-id",
+        "fraud-detector",
+        "--prediction",
+        "prediction",
+        "--score",
+        "score",
+        "--target",
+        "label",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    profile = load_baseline(out.read_bytes())
+    assert set(profile.features) == {
+        "amount",
+        "latency_ms",
+        "customer_age",
+        "items",
+        "country",
+        "device",
+        "is_new_customer",
+    }
+    age = profile.features["customer_age"]
+    assert 0.01 < age.null_rate < 0.06  # the generator blanks about 3%
+    assert profile.features["country"].null_count > 0
+    assert profile.score is not None and profile.prediction is not None
+    assert "customer_age" in result.stdout and "wrote" in result.stdout
+
+
+def test_csv_and_parquet_give_the_same_profile(training_data, tmp_path):
+    profiles = []
+    for name in ("train.csv", "train.parquet"):
+        out = tmp_path / f"{name}.json"
+        assert (
+            main(
+                [
+                    "baseline",
+                    "--data",
+                    str(training_data / name),
+                    "--model-id",
+                    "m",
+                    "--score",
+                    "score",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        profiles.append(json.loads(out.read_bytes()) | {"created_from": ""})
+    assert profiles[0] == profiles[1]
+
+
+def test_kind_override_and_bad_inputs(training_data, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert (
+        main(
+            [
+                "baseline",
+                "--data",
+                str(training_data / "train.csv"),
+                "--model-id",
+                "m",
+                "--kind",
+                "items=categorical",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert load_baseline(out.read_bytes()).features["items"].to_dict()["kind"] == "categorical"
+    assert (
+        main(
+            [
+                "baseline",
+                "--data",
+                str(training_data / "train.csv"),
+                "--model-id",
+                "m",
+                "--kind",
+                "items=text",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "--kind 'items=text'" in capsys.readouterr().err
+    assert (
+        main(
+            ["baseline", "--data", str(tmp_path / "nope.csv"), "--model-id", "m", "--out", str(out)]
+        )
+        == 2
+    )
+    assert "nope.csv" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "baseline",
+                "--data",
+                str(training_data / "train.csv"),
+                "--model-id",
+                "m",
+                "--target",
+                "labl",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "labl" in capsys.readouterr().err
+
+
+def test_validate_config_accepts_the_example_and_names_bad_keys(training_data, tmp_path):
+    baseline = tmp_path / "baselines" / "fraud-detector.json"
+    assert (
+        main(
+            [
+                "baseline",
+                "--data",
+                str(training_data / "train.parquet"),
+                "--model-id",
+                "fraud-detector",
+                "--prediction",
+                "prediction",
+                "--score",
+                "score",
+                "--target",
+                "label",
+                "--out",
+                str(baseline),
+            ]
+        )
+        == 0
+    )
+    config = tmp_path / "config" / "driftstream.yaml"
+    config.parent.mkdir()
+    shutil.copy(REPO / "config" / "driftstream.yaml", config)
+    result = run("validate-config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fraud-detector: 9 columns watched" in result.stdout
+
+    data = yaml.safe_load(config.read_text())
+    data["models"]["fraud-detector"]["window"]["size"] = -5
+    config.write_text(yaml.safe_dump(data))
+    result = run("validate-config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "models.fraud-detector.window.size" in result.stderr
+    assert "Traceback" not in result.stderr

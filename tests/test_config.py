@@ -1,0 +1,141 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from driftstream.config import (
+    ConfigError,
+    load_config,
+    monitor_settings,
+    parse_config,
+    read_baseline,
+)
+from driftstream.core.baseline import build_profile
+from driftstream.synthetic import frame
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def baseline_file(tmp_path):
+    data = frame(5000, seed=3)
+    profile = build_profile(
+        data, model_id="fraud-detector", prediction="prediction", score="score", target="label"
+    )
+    path = tmp_path / "baselines" / "fraud-detector.json"
+    path.parent.mkdir()
+    path.write_bytes(profile.to_json())
+    return path
+
+
+def write(tmp_path, data):
+    path = tmp_path / "conf" / "driftstream.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def error_of(data):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "c.yaml")
+    return str(caught.value)
+
+
+def test_the_shipped_example_config_is_valid(baseline_file, tmp_path):
+    example = yaml.safe_load((REPO / "config" / "driftstream.yaml").read_text())
+    example["models"]["fraud-detector"]["baseline"] = str(baseline_file)
+    config = load_config(write(tmp_path, example))
+    model = config.models["fraud-detector"]
+    settings = monitor_settings("fraud-detector", model, read_baseline("fraud-detector", model))
+    features = {f.name: f for f in settings.features}
+    assert {s.name for s in features["amount"].statistics} == {"psi", "wasserstein"}
+    psi = next(s for s in features["amount"].statistics if s.name == "psi")
+    assert (psi.threshold, psi.critical) == (0.15, 0.3)
+    assert features["items"].detectors == ("adwin",)
+    assert features["country"].detectors == ()
+    assert "__score__" in features and "__prediction__" in features
+    assert settings.adwin["delta"] == 1e-5
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"models": {}}, "models: "),
+        ({"modles": {}}, "modles: Extra inputs are not permitted"),
+        ({"models": {"m": {}}}, "models.m.baseline: Field required"),
+        ({"models": {"m": {"baseline": "b", "window": {"size": 0}}}}, "models.m.window.size"),
+        (
+            {"models": {"m": {"baseline": "b", "window": {"kind": "hourly"}}}},
+            "models.m.window.kind",
+        ),
+        (
+            {"models": {"m": {"baseline": "b", "detectors": {"adwin": {"delta": 2}}}}},
+            "models.m.detectors.adwin.delta",
+        ),
+        (
+            {"models": {"m": {"baseline": "b", "features": {"x": {"statistics": {"psy": {}}}}}}},
+            "models.m.features.x.statistics.psy",
+        ),
+        (
+            {"models": {"m": {"baseline": "b", "features": {"x": {"detectors": ["cusum"]}}}}},
+            "models.m.features.x.detectors.0",
+        ),
+        ({"version": 2, "models": {"m": {"baseline": "b"}}}, "version: "),
+    ],
+)
+def test_bad_config_names_the_bad_key(data, where):
+    message = error_of(data)
+    assert message.startswith("c.yaml: ")
+    assert where in message
+
+
+def test_feature_overrides_are_checked_against_the_baseline(baseline_file, tmp_path):
+    def settings_for(features):
+        path = write(
+            tmp_path,
+            {"models": {"fraud-detector": {"baseline": str(baseline_file), "features": features}}},
+        )
+        model = load_config(path).models["fraud-detector"]
+        return monitor_settings("fraud-detector", model, read_baseline("fraud-detector", model))
+
+    with pytest.raises(ConfigError, match=r"features\.amont: not a column of the baseline"):
+        settings_for({"amont": {}})
+    with pytest.raises(ConfigError, match=r"features\.country\.statistics\.ks: ks does not"):
+        settings_for({"country": {"statistics": {"ks": {}}}})
+    with pytest.raises(ConfigError, match=r"features\.country\.detectors: detectors need"):
+        settings_for({"country": {"detectors": ["adwin"]}})
+    with pytest.raises(ConfigError, match=r"features\.amount\.kind: configured categorical"):
+        settings_for({"amount": {"kind": "categorical"}})
+    settings = settings_for({"device": {"enabled": False}})
+    assert "device" not in {f.name for f in settings.features}
+
+
+def test_baseline_problems_name_the_model_key(tmp_path, baseline_file):
+    path = write(tmp_path, {"models": {"fraud-detector": {"baseline": "../nowhere.json"}}})
+    model = load_config(path).models["fraud-detector"]
+    with pytest.raises(ConfigError, match=r"models\.fraud-detector\.baseline: cannot read"):
+        read_baseline("fraud-detector", model)
+    path = write(tmp_path, {"models": {"other": {"baseline": str(baseline_file)}}})
+    model = load_config(path).models["other"]
+    with pytest.raises(ConfigError, match="baseline of model 'fraud-detector'"):
+        read_baseline("other", model)
+
+
+def test_relative_baseline_paths_follow_the_config_file(tmp_path):
+    path = write(tmp_path, {"models": {"m": {"baseline": "../baselines/m.json"}}})
+    assert load_config(path).models["m"].baseline == path.parent / "../baselines/m.json"
+
+
+def test_unreadable_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_config_models_are_frozen(baseline_file, tmp_path):
+    config = load_config(write(tmp_path, {"models": {"m": {"baseline": "b.json"}}}))
+    with pytest.raises(ValueError, match="frozen"):
+        config.models["m"].window.size = 10  # type: ignore[misc]
