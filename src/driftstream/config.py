@@ -58,7 +58,7 @@ class EpisodeConfig(Frozen):
 class AdwinConfig(Frozen):
     delta: float = Field(default=DEFAULT_ADWIN["delta"], gt=0, lt=1)
     clock: int = Field(default=int(DEFAULT_ADWIN["clock"]), ge=1)
-    max_buckets: int = Field(default=int(DEFAULT_ADWIN["max_buckets"]), ge=1)
+    max_buckets: int = Field(default=int(DEFAULT_ADWIN["max_buckets"]), ge=2)
     min_window_length: int = Field(default=int(DEFAULT_ADWIN["min_window_length"]), ge=1)
     grace_period: int = Field(default=int(DEFAULT_ADWIN["grace_period"]), ge=0)
 

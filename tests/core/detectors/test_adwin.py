@@ -223,3 +223,29 @@ def test_api_follows_river():
     with pytest.raises(AttributeError):
         detector.drift_detected = True  # type: ignore[misc]
     assert ADWIN().estimation == 0.0
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_parameters_and_streams_match_river(seed):
+    rng = np.random.default_rng(1000 + seed)
+    params = {
+        "delta": float(rng.choice([0.002, 0.01, 0.1, 0.5])),
+        "clock": int(rng.choice([1, 2, 5, 32, 50])),
+        "max_buckets": int(rng.integers(2, 8)),
+        "min_window_length": int(rng.integers(1, 12)),
+        "grace_period": int(rng.integers(0, 60)),
+    }
+    means = np.repeat(rng.normal(0.0, 2.0, 8), 400)
+    values = means + rng.normal(0.0, rng.choice([0.1, 1.0, 5.0]), means.size)
+    if seed % 3 == 0:
+        values = (values > means.mean()).astype(np.float64)
+    river_hits, river_steps = river_trace(values, params)
+    detector = ADWIN(**params)
+    assert detector.update_many(values).tolist() == river_hits
+    final = (detector.width, detector.total, detector.variance, detector.n_detections)
+    assert final == river_steps[-1]
+
+
+def test_two_dimensional_input_is_refused():
+    with pytest.raises(ValueError, match="1-d"):
+        ADWIN().update_many(np.zeros((2, 3)))

@@ -208,3 +208,29 @@ def test_api_follows_river():
     assert (detector.alpha, detector.mode) == (1 - 0.0001, "both")
     with pytest.raises(AttributeError):
         detector.drift_detected = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_parameters_and_streams_match_river(seed):
+    rng = np.random.default_rng(2000 + seed)
+    params = {
+        "min_instances": int(rng.integers(0, 100)),
+        "delta": float(rng.choice([0.0, 0.005, 0.05, 0.5])),
+        "threshold": float(rng.choice([1.0, 5.0, 20.0, 50.0])),
+        "alpha": float(rng.choice([0.5, 0.9, 0.999, 1 - 0.0001, 1.0])),
+        "mode": str(rng.choice(["up", "down", "both"])),
+    }
+    means = np.repeat(rng.normal(0.0, 2.0, 8), 500)
+    values = means + rng.normal(0.0, rng.choice([0.1, 1.0, 5.0]), means.size)
+    if seed % 3 == 0:
+        values = (values > means.mean()).astype(np.float64)
+    loop = PageHinkley(**params)
+    loop_hits = [i for i, x in enumerate(values.tolist()) if loop.update(x).drift_detected]
+    batch = PageHinkley(**params)
+    assert batch.update_many(values).tolist() == river_positions(values, params) == loop_hits
+    assert batch.to_state() == loop.to_state()
+
+
+def test_two_dimensional_input_is_refused():
+    with pytest.raises(ValueError, match="1-d"):
+        PageHinkley().update_many(np.zeros((2, 3)))

@@ -42,11 +42,14 @@ def finite_float(x: float) -> float:
 
 
 def finite_array(values: npt.ArrayLike) -> FloatArray:
-    """``values`` as a flat float64 array, refusing non-finite entries like ``finite_float``."""
-    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    """``values`` as a 1-d float64 array, refusing non-finite entries like ``finite_float``."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        msg = f"detector input must be 1-d, got shape {array.shape}"
+        raise ValueError(msg)
     if not np.isfinite(array).all():
         bad = int(np.flatnonzero(~np.isfinite(array))[0])
-        msg = f"detector input must be finite, got {array[bad]!r} at position {bad}"
+        msg = f"detector input must be finite, got {float(array[bad])!r} at position {bad}"
         raise ValueError(msg)
     return array
 

@@ -42,7 +42,7 @@ _F = TypeVar("_F", float, FloatArray)
 # wasted, so steps start moderate and double while nothing is found. The
 # checks cap keeps the (cut point x check) arrays small when clock is 1.
 _FIRST_STEP = 1024
-_MAX_STEP = 16384
+_MAX_STEP = 8192
 _MAX_CHECKS_PER_STEP = 2048
 # Below this many points a step's fixed numpy cost exceeds a scalar loop.
 _LOOP_STEP = 256
@@ -260,7 +260,7 @@ class ADWIN:
         shrinking it would trigger is only worth doing at the batch's end.
         """
         sums = _running_sums(x, self._width, self._total, self._variance)
-        streams = _level_streams(self._totals, self._variances, x, self.max_buckets)
+        streams = _level_streams(self._totals, x, self.max_buckets)
         checks = self._check_points(x.size)
         hit = _first_cut_check(self, streams, checks, sums) if checks.size else -1
         used = int(checks[hit]) if hit >= 0 else x.size
@@ -282,11 +282,13 @@ class ADWIN:
 
     def _settle(self, streams: list[_Level], sums: _Sums, used: int) -> None:
         """Move the state to just after the first ``used`` points of the batch."""
+        variances = _level_variances(streams, self._variances)
         self._totals, self._variances = [], []
-        for level, lo, hi in _level_bounds(streams, np.array([used]), self.max_buckets):
+        bounds = _level_bounds(streams, np.array([used]), self.max_buckets)
+        for (level, lo, hi), variance in zip(bounds, variances, strict=True):
             if hi[0] > lo[0] or not self._totals:
                 self._totals.append(level.totals[lo[0] : hi[0]].tolist())
-                self._variances.append(level.variances[lo[0] : hi[0]].tolist())
+                self._variances.append(variance[lo[0] : hi[0]].tolist())
         self._width += used
         self._tick += used
         self._total = float(sums.total[used])
@@ -381,42 +383,47 @@ def _running_sums(x: FloatArray, width: int, total: float, variance: float) -> _
 
 
 class _Level(NamedTuple):
-    """One bucket level: its ``kept`` entries from before the batch, then all it appends."""
+    """One bucket level's totals: ``kept`` from before the batch, then all it appends.
+
+    Its first ``merged`` entries are merged into the next level during the batch.
+    """
 
     totals: FloatArray
-    variances: FloatArray
     kept: int
+    merged: int
 
 
-def _level_streams(
-    totals: list[list[float]], variances: list[list[float]], x: FloatArray, max_buckets: int
-) -> list[_Level]:
+def _level_streams(totals: list[list[float]], x: FloatArray, max_buckets: int) -> list[_Level]:
     """Every entry each level will hold during the batch, oldest first.
 
     A level merges its two oldest entries whenever it reaches
     ``max_buckets + 1``, so its merges consume its stream in pairs (0, 1),
     (2, 3), ... and the merged pairs are the next level's appended stream.
+    Variances are left to ``_level_variances``: they only matter for the
+    state kept after the batch, not for finding a cut.
     """
     levels: list[_Level] = []
-    new_t, new_v = x, np.zeros_like(x)
-    i = 0
-    while i < len(totals) or new_t.size:
-        old_t = totals[i] if i < len(totals) else []
-        old_v = variances[i] if i < len(variances) else []
-        level = _Level(
-            np.concatenate((np.asarray(old_t, dtype=np.float64), new_t)),
-            np.concatenate((np.asarray(old_v, dtype=np.float64), new_v)),
-            len(old_t),
-        )
-        levels.append(level)
-        pairs = 2 * max(0, (level.kept + new_t.size - max_buckets + 1) // 2)
-        new_t, new_v = _merge_pairs(level.totals[:pairs], level.variances[:pairs], i)
-        i += 1
+    new = x
+    while len(levels) < len(totals) or new.size:
+        old = totals[len(levels)] if len(levels) < len(totals) else []
+        stream = np.concatenate((np.asarray(old, dtype=np.float64), new)) if old else new
+        merged = 2 * max(0, (len(old) + new.size - max_buckets + 1) // 2)
+        levels.append(_Level(stream, len(old), merged))
+        new = stream[0:merged:2] + stream[1:merged:2]
     return levels
 
 
-def _merge_pairs(t: FloatArray, v: FloatArray, level: int) -> tuple[FloatArray, FloatArray]:
-    return _merge(t[0::2], t[1::2], v[0::2], v[1::2], float(1 << level))
+def _level_variances(levels: list[_Level], variances: list[list[float]]) -> list[FloatArray]:
+    """The variance stream of each level, built alongside its totals stream."""
+    streams = []
+    new = np.zeros(levels[0].totals.size - levels[0].kept)
+    for i, level in enumerate(levels):
+        old = variances[i] if i < len(variances) else []
+        stream = np.concatenate((np.asarray(old, dtype=np.float64), new))
+        streams.append(stream)
+        t, v, m = level.totals, stream, level.merged
+        new = _merge(t[0:m:2], t[1:m:2], v[0:m:2], v[1:m:2], float(1 << i))[1]
+    return streams
 
 
 def _level_bounds(

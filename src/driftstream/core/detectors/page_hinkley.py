@@ -41,6 +41,9 @@ _RUNNING = (
 # Powers of alpha and of 1/alpha stay within a factor 2 inside a block, so
 # solving the faded sums per block loses no more than a bit of precision.
 _MAX_BLOCK = 4096
+# Work past a detection is thrown away, so steps start small after a reset
+# and double while nothing is found; below _LOOP_STEP points a scalar loop
+# beats numpy's per-call cost.
 _FIRST_STEP = 256
 _MIN_STEP = 16
 _LOOP_STEP = 32
@@ -229,24 +232,26 @@ class PageHinkley:
         """Consume ``x`` (inside one block) up to its first detection; return how many."""
         if not self._n:
             self._shift = float(x[0])
-        offset = np.arange(1, x.size + 1)
-        n = self._n + offset
-        j = self._n % self._block + offset
+        start = self._n % self._block + 1
+        power = self._power[start : start + x.size]
+        inverse = self._inverse[start : start + x.size]
+        n = np.arange(self._n + 1, self._n + 1 + x.size, dtype=np.float64)
         sums = _running(np.add, self._sum, x - self._shift)
         dev = x - (self._shift + sums / n)
-        acc_inc = _running(np.add, self._acc_inc, (dev - self.delta) * self._inverse[j])
-        acc_dec = _running(np.add, self._acc_dec, (dev + self.delta) * self._inverse[j])
-        s_inc = self._power[j] * (self._base_inc + acc_inc)
-        s_dec = self._power[j] * (self._base_dec + acc_dec)
+        acc_inc = _running(np.add, self._acc_inc, (dev - self.delta) * inverse)
+        acc_dec = _running(np.add, self._acc_dec, (dev + self.delta) * inverse)
+        s_inc = power * (self._base_inc + acc_inc)
+        s_dec = power * (self._base_dec + acc_dec)
         min_inc = _running(np.minimum, self._min_inc, s_inc)
         max_dec = _running(np.maximum, self._max_dec, s_dec)
-        hit = (n >= self.min_instances) & self._exceed_mask(s_inc - min_inc, max_dec - s_dec)
+        hit = self._exceed_mask(s_inc - min_inc, max_dec - s_dec)
+        hit[: max(0, self.min_instances - self._n - 1)] = False
         hits = np.flatnonzero(hit)
         k = int(hits[0]) if hits.size else x.size - 1
-        self._n = int(n[k])
+        self._n += k + 1
         self._sum = float(sums[k])
         self._acc_inc, self._acc_dec = float(acc_inc[k]), float(acc_dec[k])
-        if j[k] == self._block:
+        if start + k == self._block:
             self._rebase(float(s_inc[k]), float(s_dec[k]))
         self._min_inc, self._max_dec = float(min_inc[k]), float(max_dec[k])
         self._drift = bool(hits.size)
