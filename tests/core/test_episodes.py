@@ -62,4 +62,4 @@ def test_window_episode_state_round_trip():
     restored = WindowEpisodes.from_state(settings, json.loads(json.dumps(tracker.to_state())))
     assert restored.observe("a", 0.0, 0.1, True) == tracker.observe("a", 0.0, 0.1, True)
     with pytest.raises(ValueError, match="version"):
-        WindowEpisodes.from_state(settings, {"version": 2, "open": {}})
+        WindowEpisodes.from_state(settings, {"kind": "window_episodes", "version": 2, "open": {}})

@@ -19,9 +19,8 @@ from typing import Any
 
 from driftstream.core.findings import DRIFT, RESOLVED
 from driftstream.core.settings import EpisodeSettings
+from driftstream.core.state import STATE_VERSION, check_state
 from driftstream.core.stats import beyond
-
-STATE_VERSION = 1
 
 
 class WindowEpisodes:
@@ -57,11 +56,15 @@ class WindowEpisodes:
         return None
 
     def to_state(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "open": dict(sorted(self._calm.items()))}
+        return {
+            "kind": "window_episodes",
+            "version": STATE_VERSION,
+            "open": dict(sorted(self._calm.items())),
+        }
 
     @classmethod
     def from_state(cls, settings: EpisodeSettings, state: dict[str, Any]) -> WindowEpisodes:
-        _check_version(state, "window episodes")
+        check_state(state, "window_episodes", ["open"])
         episodes = cls(settings)
         episodes._calm = {str(k): int(v) for k, v in state["open"].items()}
         return episodes
@@ -102,20 +105,15 @@ class DetectorEpisodes:
         return changes
 
     def to_state(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "open": dict(sorted(self._last.items()))}
+        return {
+            "kind": "detector_episodes",
+            "version": STATE_VERSION,
+            "open": dict(sorted(self._last.items())),
+        }
 
     @classmethod
     def from_state(cls, settings: EpisodeSettings, state: dict[str, Any]) -> DetectorEpisodes:
-        _check_version(state, "detector episodes")
+        check_state(state, "detector_episodes", ["open"])
         episodes = cls(settings)
         episodes._last = {str(k): int(v) for k, v in state["open"].items()}
         return episodes
-
-
-def _check_version(state: dict[str, Any], what: str) -> None:
-    if state.get("version") != STATE_VERSION:
-        msg = f"{what} state: unsupported version {state.get('version')!r}"
-        raise ValueError(msg)
-    if not isinstance(state.get("open"), dict):
-        msg = f"{what} state: key 'open' must be an object"
-        raise ValueError(msg)

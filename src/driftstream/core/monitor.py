@@ -62,9 +62,10 @@ from driftstream.core.settings import (
     StatisticSetting,
 )
 from driftstream.core.sketches import CategorySketch, NumericSketch, sketch_from_state
+from driftstream.core.state import STATE_VERSION, check_state
 from driftstream.core.windows import Bounds, Clock, CountClock, TimeClock, clock_from_state
 
-STATE_VERSION = 1
+_MONITOR_KEYS = ("model_id", "events", "clock", "window_episodes", "detector_episodes", "features")
 RECENT = 64  # values behind a detector finding's reported level
 SQRT12 = math.sqrt(12.0)
 Profile = NumericProfile | CategoricalProfile
@@ -412,16 +413,7 @@ def _recent_mean(values: npt.NDArray[np.float64], stop: int) -> float:
 
 
 def _check_state(state: Mapping[str, Any], settings: MonitorSettings) -> None:
-    if state.get("kind") != "model_monitor":
-        msg = f"monitor state: expected kind 'model_monitor', got {state.get('kind')!r}"
+    check_state(state, "model_monitor", _MONITOR_KEYS)
+    if state["model_id"] != settings.model_id:
+        msg = f"monitor state is for model {state['model_id']!r}, not {settings.model_id!r}"
         raise ValueError(msg)
-    if state.get("version") != STATE_VERSION:
-        msg = f"monitor state: unsupported version {state.get('version')!r}"
-        raise ValueError(msg)
-    if state.get("model_id") != settings.model_id:
-        msg = f"monitor state is for model {state.get('model_id')!r}, not {settings.model_id!r}"
-        raise ValueError(msg)
-    for key in ("events", "clock", "window_episodes", "detector_episodes", "features"):
-        if key not in state:
-            msg = f"monitor state: missing key {key!r}"
-            raise ValueError(msg)

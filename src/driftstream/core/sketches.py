@@ -19,26 +19,10 @@ import numpy.typing as npt
 
 from driftstream.core.baseline import category_label
 from driftstream.core.binning import FloatArray, IntArray, bin_counts, validate_edges
+from driftstream.core.state import STATE_VERSION, check_state
 
-STATE_VERSION = 1
 OTHER_KEY = "__other__"
 """Name of the trailing element of :meth:`CategorySketch.vector`."""
-
-
-def _check_header(state: Mapping[str, Any], kind: str, keys: Sequence[str]) -> None:
-    if not isinstance(state, Mapping):
-        msg = f"sketch state must be a mapping, got {type(state).__name__}"
-        raise ValueError(msg)
-    for key in ("kind", "version", *keys):
-        if key not in state:
-            msg = f"sketch state is missing key {key!r}"
-            raise ValueError(msg)
-    if state["kind"] != kind:
-        msg = f"sketch state key 'kind' must be {kind!r}, got {state['kind']!r}"
-        raise ValueError(msg)
-    if state["version"] != STATE_VERSION:
-        msg = f"sketch state key 'version' must be {STATE_VERSION}, got {state['version']!r}"
-        raise ValueError(msg)
 
 
 def _is_int(value: object) -> bool:
@@ -246,7 +230,7 @@ class NumericSketch:
     def from_state(cls, state: Mapping[str, Any]) -> Self:
         """Rebuild a sketch saved by :meth:`to_state`; ValueError names a bad key."""
         keys = ("edges", "counts", "mean", "m2", "min", "max", "null_count", "nonfinite_count")
-        _check_header(state, "numeric", keys)
+        check_state(state, "numeric", keys)
         try:
             sketch = cls(state["edges"])
         except (TypeError, ValueError) as err:
@@ -477,7 +461,7 @@ class CategorySketch:
     def from_state(cls, state: Mapping[str, Any]) -> Self:
         """Rebuild a sketch saved by :meth:`to_state`; ValueError names a bad key."""
         keys = ("cap", "categories", "counts", "other_count", "null_count")
-        _check_header(state, "categorical", keys)
+        check_state(state, "categorical", keys)
         seeds = state["categories"]
         if not isinstance(seeds, list) or not all(isinstance(s, str) for s in seeds):
             msg = f"sketch state key 'categories' must be a list of str, got {seeds!r}"

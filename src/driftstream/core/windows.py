@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-STATE_VERSION = 1
+from driftstream.core.state import STATE_VERSION, check_state
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,6 @@ class Bounds:
     start: float
     end: float
     count: int
-
-
-def _check_version(state: dict[str, Any], kind: str) -> None:
-    if state.get("kind") != kind:
-        msg = f"window clock state: expected kind {kind!r}, got {state.get('kind')!r}"
-        raise ValueError(msg)
-    if state.get("version") != STATE_VERSION:
-        msg = f"window clock state: unsupported version {state.get('version')!r}"
-        raise ValueError(msg)
 
 
 class CountClock:
@@ -113,7 +104,7 @@ class CountClock:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CountClock:
-        _check_version(state, "count")
+        check_state(state, "count", ["size", "filled", "first_ts", "last_ts"])
         clock = cls(int(state["size"]))
         clock._filled = int(state["filled"])
         clock._first_ts = _none_to_nan(state["first_ts"])
@@ -181,7 +172,7 @@ class TimeClock:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TimeClock:
-        _check_version(state, "time")
+        check_state(state, "time", ["seconds", "watermark", "index", "count", "late"])
         clock = cls(float(state["seconds"]))
         watermark = state["watermark"]
         clock._watermark = -math.inf if watermark is None else float(watermark)

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
 
-STATE_VERSION = 1
+from driftstream.core.state import STATE_VERSION, check_state
+
+__all__ = ["STATE_VERSION", "check_state"]
+
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-
-def check_state(state: Mapping[str, Any], kind: str, keys: Iterable[str]) -> None:
-    """Raise ``ValueError`` naming the first wrong or missing key of a saved state."""
-    if not isinstance(state, Mapping):
-        msg = f"state must be a mapping, got {type(state).__name__}"
-        raise ValueError(msg)
-    if state.get("kind") != kind:
-        msg = f"state key 'kind' must be {kind!r}, got {state.get('kind')!r}"
-        raise ValueError(msg)
-    if state.get("version") != STATE_VERSION:
-        msg = f"state key 'version' must be {STATE_VERSION}, got {state.get('version')!r}"
-        raise ValueError(msg)
-    for key in keys:
-        if key not in state:
-            msg = f"state key {key!r} is missing"
-            raise ValueError(msg)
 
 
 def finite_float(x: float) -> float:
