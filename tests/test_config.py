@@ -139,3 +139,41 @@ def test_config_models_are_frozen(baseline_file, tmp_path):
     config = load_config(write(tmp_path, {"models": {"m": {"baseline": "b.json"}}}))
     with pytest.raises(ValueError, match="frozen"):
         config.models["m"].window.size = 10  # type: ignore[misc]
+
+
+def test_runtime_sections_default_and_keep_secrets_out_of_reprs():
+    config = parse_config(
+        {
+            "models": {"m": {"baseline": "b.json"}},
+            "kafka": {
+                "client": {
+                    "bootstrap.servers": "k:9092",
+                    "sasl.password": "hunter2",
+                    "security.protocol": "SASL_SSL",
+                }
+            },
+            "redis": {"url": "redis://:pw@r:6379/0"},
+        }
+    )
+    assert "hunter2" not in repr(config) and "pw@" not in repr(config)
+    settings = config.kafka.client_settings()
+    assert settings == {
+        "bootstrap.servers": "k:9092",
+        "sasl.password": "hunter2",
+        "security.protocol": "SASL_SSL",
+    }
+    assert config.redis.url.get_secret_value() == "redis://:pw@r:6379/0"
+    assert config.kafka.topics.alerts == "driftstream.alerts"
+    assert config.kafka.batch_size == 5000 and config.metrics.host == "127.0.0.1"
+
+
+def test_runtime_section_errors_name_the_key():
+    assert "kafka.batch_size" in error_of(
+        {"models": {"m": {"baseline": "b"}}, "kafka": {"batch_size": 0}}
+    )
+    assert "redis.key_prefix" in error_of(
+        {"models": {"m": {"baseline": "b"}}, "redis": {"key_prefix": "a b"}}
+    )
+    assert "kafka.topics.alert" in error_of(
+        {"models": {"m": {"baseline": "b"}}, "kafka": {"topics": {"alert": "x"}}}
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from driftstream.core import stats
 from driftstream.core.baseline import BaselineProfile, load_baseline
@@ -107,9 +107,82 @@ class ModelConfig(Frozen):
     features: dict[str, FeatureConfig] = {}
 
 
+ClientValue = str | int | float | bool | SecretStr
+SECRET_WORDS = ("password", "secret", "token", "key.pem", "private")
+
+
+class TopicsConfig(Frozen):
+    """Topic names. Every input topic is keyed by model_id and co-partitioned."""
+
+    predictions: str = "driftstream.predictions"
+    features: str = "driftstream.features"
+    alerts: str = "driftstream.alerts"
+    dlq: str = "driftstream.dlq"
+
+
+class KafkaConfig(Frozen):
+    """Kafka settings.
+
+    ``client`` passes through to confluent-kafka (librdkafka) unchanged:
+    ``bootstrap.servers``, ``security.protocol``, ``sasl.*``, ``ssl.*`` and
+    the rest. Values whose key names a password or secret are kept as
+    ``SecretStr`` so they never show up in logs or reprs.
+    """
+
+    client: dict[str, ClientValue] = {"bootstrap.servers": "127.0.0.1:9092"}
+    group_id: str = "driftstream"
+    topics: TopicsConfig = TopicsConfig()
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    batch_timeout_seconds: float = Field(default=0.5, gt=0)
+
+    @field_validator("client")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, ClientValue]) -> dict[str, ClientValue]:
+        return {
+            key: SecretStr(str(item))
+            if any(word in key for word in SECRET_WORDS) and not isinstance(item, SecretStr)
+            else item
+            for key, item in value.items()
+        }
+
+    def client_settings(self) -> dict[str, str | int | float | bool]:
+        """The client settings with secrets revealed, for confluent-kafka only."""
+        return {
+            key: item.get_secret_value() if isinstance(item, SecretStr) else item
+            for key, item in self.client.items()
+        }
+
+
+class RedisConfig(Frozen):
+    """Where state, offsets and the alert outbox live."""
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    key_prefix: str = Field(default="driftstream", pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class MetricsConfig(Frozen):
+    """The Prometheus endpoint; loopback by default, port 0 turns it off."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class LimitsConfig(Frozen):
+    """Input limits; an event over one goes to the dead-letter topic."""
+
+    max_message_bytes: int = Field(default=1_000_000, ge=256)
+    max_features: int = Field(default=256, ge=1)
+
+
 class Config(Frozen):
     version: Literal[1] = 1
     models: dict[str, ModelConfig] = Field(min_length=1)
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
 
 def parse_config(data: Any, source: str = "config") -> Config:

