@@ -8,7 +8,11 @@ one clear line to stderr and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +29,7 @@ from driftstream.core.baseline import BaselineError, BaselineProfile, NumericPro
 from driftstream.datasets import build_profile_from_file
 
 USER_ERROR = 2
+SERVICE_ERROR = 1
 
 
 class UsageError(Exception):
@@ -34,11 +39,17 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Imported here so `driftstream --help` and `baseline` stay quick.
+    from driftstream.runtime.services import ServiceError
+
     try:
         result: int = args.handler(args)
     except (UsageError, ConfigError, BaselineError, FileNotFoundError) as error:
         print(f"driftstream: error: {error}", file=sys.stderr)
         return USER_ERROR
+    except ServiceError as error:
+        print(f"driftstream: error: {error}", file=sys.stderr)
+        return SERVICE_ERROR
     return result
 
 
@@ -53,9 +64,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"driftstream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(commands)
+    _add_demo(commands)
     _add_baseline(commands)
     _add_validate_config(commands)
+    _add_topics(commands)
     return parser
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run the stream processor (long-running worker)",
+        description=(
+            "Consume inference events from Kafka in micro-batches, update every model's "
+            "monitors, commit state, offsets and alerts atomically to Redis, and publish "
+            "alerts. SIGTERM or Ctrl-C finishes the current batch, commits and leaves "
+            "the consumer group cleanly. Start more workers with the same config to scale."
+        ),
+    )
+    parser.add_argument("--config", required=True, type=Path, help="the YAML config file")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: INFO)",
+    )
+    parser.set_defaults(handler=run_worker)
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="the whole pipeline on embedded Kafka and Redis, with an injected drift",
+        description=(
+            "Start an embedded Kafka-compatible broker (Tansu) and Redis, build a baseline "
+            "from generated training data, produce synthetic traffic for a fraud model with "
+            "drift injected into some features at a known event, run the worker, and print "
+            "the alerts read back from the alerts topic. Needs no services set up. "
+            "DRIFTSTREAM_KAFKA_BOOTSTRAP / DRIFTSTREAM_REDIS_URL use running services instead."
+        ),
+    )
+    parser.add_argument(
+        "--events", type=int, default=60_000, help="events to produce (default: 60000)"
+    )
+    parser.add_argument(
+        "--drift-at",
+        type=int,
+        default=None,
+        help="index of the first drifted event (default: half of --events)",
+    )
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print each alert as published (one JSON line), then a summary line",
+    )
+    parser.set_defaults(handler=run_demo_command)
+
+
+def _add_topics(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("topics", help="manage driftstream's Kafka topics")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="create the input, alerts and dead-letter topics",
+        description=(
+            "Create the predictions, features, alerts and dead-letter topics named in the "
+            "config, with kafka.partitions partitions each (input topics must share one "
+            "partition count: they are co-partitioned by model_id)."
+        ),
+    )
+    create.add_argument("--config", required=True, type=Path, help="the YAML config file")
+    create.set_defaults(handler=run_topics_create)
 
 
 def _add_baseline(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -149,6 +230,64 @@ def run_validate_config(args: argparse.Namespace) -> int:
         print(f"{model_id}: {len(settings.features)} columns watched ({watched})")
     print(f"{args.config}: ok")
     return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from driftstream.runtime.app import build_worker
+    from driftstream.runtime.metrics import serve
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log = logging.getLogger("driftstream")
+    config = load_config(args.config)
+    registry = CollectorRegistry()
+    worker = build_worker(config, registry)
+    server = None
+    if config.metrics.port:
+        server = serve(registry, config.metrics.host, config.metrics.port)
+        log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.port)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    topics = config.kafka.topics
+    log.info(
+        "consuming %s and %s as group %s; alerts to %s",
+        topics.predictions,
+        topics.features,
+        config.kafka.group_id,
+        topics.alerts,
+    )
+    try:
+        worker.run(stop)
+    finally:
+        if server is not None:
+            server.close()
+    log.info("stopped cleanly after %d events", worker.processed)
+    return 0
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from driftstream.demo import run_demo
+
+    drift_at = args.events // 2 if args.drift_at is None else args.drift_at
+    if args.events < 1 or not 0 <= drift_at <= args.events:
+        msg = f"--drift-at {drift_at} must lie between 0 and --events {args.events}"
+        raise UsageError(msg)
+    return run_demo(args.events, drift_at, args.seed, args.json, os.environ)
+
+
+def run_topics_create(args: argparse.Namespace) -> int:
+    from driftstream.runtime.app import check_kafka, create_topics
+
+    config = load_config(args.config)
+    check_kafka(config)
+    outcome = create_topics(config)
+    for topic, result in outcome.items():
+        print(f"{topic}: {result}")
+    return 1 if any(r.startswith("failed") for r in outcome.values()) else 0
 
 
 def _parse_kinds(items: list[str]) -> dict[str, str]:

@@ -109,6 +109,24 @@ class ModelConfig(Frozen):
 
 ClientValue = str | int | float | bool | SecretStr
 SECRET_WORDS = ("password", "secret", "token", "key.pem", "private")
+CONSUMER_ONLY = (
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "fetch.min.bytes",
+    "fetch.wait.max.ms",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+    "isolation.level",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+)
 
 
 class TopicsConfig(Frozen):
@@ -153,6 +171,19 @@ class KafkaConfig(Frozen):
             key: item.get_secret_value() if isinstance(item, SecretStr) else item
             for key, item in self.client.items()
         }
+
+    def shared_settings(self) -> dict[str, str | int | float | bool]:
+        """Settings for producers and admin clients: consumer-only keys dropped.
+
+        librdkafka warns about every consumer property a producer is given.
+        Its log level defaults to warnings: at info level it reports every
+        idle connection a broker closes, which is routine.
+        """
+        settings: dict[str, str | int | float | bool] = {"log_level": 4}
+        settings.update(self.client_settings())
+        for key in CONSUMER_ONLY:
+            settings.pop(key, None)
+        return settings
 
 
 class RedisConfig(Frozen):

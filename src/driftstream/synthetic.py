@@ -80,3 +80,26 @@ def monitor_columns(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     columns[PREDICTION] = data["prediction"]
     columns[SCORE] = data["score"]
     return columns
+
+
+REFERENCE_MODEL_ID = "reference-model"
+REFERENCE_NUMERIC = tuple(f"n{i}" for i in range(10))
+REFERENCE_CATEGORICAL = ("region", "plan")
+
+
+def reference_frame(n: int, seed: int) -> dict[str, np.ndarray]:
+    """The benchmark workload: 10 numeric and 2 categorical features plus a score."""
+    rng = np.random.default_rng(seed)
+    data: dict[str, np.ndarray] = {}
+    for i, name in enumerate(REFERENCE_NUMERIC):
+        data[name] = np.round(rng.normal(loc=10.0 * i, scale=1.0 + i, size=n), 3)
+    data["region"] = rng.choice(np.array([f"r{i}" for i in range(12)], dtype=object), size=n)
+    data["plan"] = rng.choice(
+        np.array(["free", "pro", "team", "enterprise"], dtype=object),
+        size=n,
+        p=(0.6, 0.25, 0.1, 0.05),
+    )
+    score = np.round(rng.beta(2.0, 5.0, size=n), 4)
+    data["score"] = score
+    data["prediction"] = np.where(score > 0.5, "yes", "no").astype(object)
+    return data

@@ -91,18 +91,17 @@ def test_one_shift_is_one_episode_and_it_resolves_when_traffic_recovers(baseline
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_findings_do_not_depend_on_how_the_stream_is_batched(baseline, seed):
+def test_findings_and_state_do_not_depend_on_how_the_stream_is_batched(baseline, seed):
     ts, columns, _ = stream(15_000, 25_000, seed=41)
-    reference = feed(
-        ModelMonitor(settings_from_baseline(baseline), baseline),
-        ts,
-        columns,
-        even_cuts(len(ts), 1000),
-    )
+    first = ModelMonitor(settings_from_baseline(baseline), baseline)
+    reference = feed(first, ts, columns, even_cuts(len(ts), 1000))
     cuts = sorted(np.random.default_rng(seed).choice(len(ts), 60, replace=False).tolist())
-    again = feed(ModelMonitor(settings_from_baseline(baseline), baseline), ts, columns, cuts)
+    second = ModelMonitor(settings_from_baseline(baseline), baseline)
+    again = feed(second, ts, columns, cuts)
     assert again == reference
     assert len(reference) > 10
+    # Bit-identical state too: a restarted worker cuts its batches elsewhere.
+    assert json.dumps(second.to_state()) == json.dumps(first.to_state())
 
 
 @pytest.mark.parametrize(

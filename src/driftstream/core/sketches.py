@@ -46,21 +46,14 @@ def _float_field(state: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def _combine(
-    left: tuple[int, float, float], right: tuple[int, float, float]
-) -> tuple[int, float, float]:
-    """Pool two (count, mean, M2) triples (Chan, Golub & LeVeque 1979)."""
-    n_a, mean_a, m2_a = left
-    n_b, mean_b, m2_b = right
-    if n_b == 0:
-        return left
-    if n_a == 0:
-        return right
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    mean = mean_a + delta * (n_b / n)
-    m2 = m2_a + m2_b + delta * delta * (n_a * n_b / n)
-    return n, mean, m2
+def _running_sum(start: float, values: FloatArray) -> float:
+    """``start + v0 + v1 + ...`` added strictly left to right.
+
+    ``np.add.accumulate`` is sequential, unlike ``np.sum``'s pairwise order,
+    so the result is the same however a stream is cut into batches: a
+    restarted worker ends with bit-identical state.
+    """
+    return float(np.add.accumulate(np.concatenate(([start], values)))[-1])
 
 
 class NumericSketch:
@@ -71,12 +64,14 @@ class NumericSketch:
     counted in ``nonfinite_count`` and kept out of the histogram and moments,
     so one bad value cannot poison a window's mean.
 
-    Moments are kept as (count, mean, M2). Each batch is reduced with a
-    two-pass mean and sum of squared deviations, then pooled with the running
-    totals by the pairwise formula of Chan, Golub & LeVeque, "Updating
-    formulae and a pairwise algorithm for computing sample variances" (1979).
-    That avoids the cancellation of a running sum of squares and makes merge
-    exact up to rounding.
+    Moments are running sums of ``x - shift`` and its square, where
+    ``shift`` is the first value the sketch saw: shifting avoids the
+    cancellation of a plain sum of squares on data far from zero (the
+    "shifted data" algorithm, Chan, Golub & LeVeque, "Algorithms for
+    computing the sample variance", 1983). The sums are added strictly in
+    stream order, so they do not depend on how the stream was batched;
+    pooling per-batch moments would, in the last bits. Merging translates
+    one sketch's sums to the other's shift, exact up to rounding.
 
     >>> import numpy as np
     >>> sketch = NumericSketch([0.0, 1.0]).update(np.array([-1.0, 0.5, 2.0, np.nan]))
@@ -87,8 +82,9 @@ class NumericSketch:
     """
 
     _counts: IntArray
-    _mean: float
-    _m2: float
+    _shift: float
+    _sum: float
+    _sumsq: float
     _min: float
     _max: float
     _null_count: int
@@ -103,8 +99,9 @@ class NumericSketch:
     def reset(self) -> None:
         """Forget every value seen; keep the edges."""
         self._counts = np.zeros(self.edges.size + 1, dtype=np.int64)
-        self._mean = 0.0
-        self._m2 = 0.0
+        self._shift = 0.0
+        self._sum = 0.0
+        self._sumsq = 0.0
         self._min = math.inf
         self._max = -math.inf
         self._null_count = 0
@@ -134,17 +131,14 @@ class NumericSketch:
         return column[~mask]
 
     def _absorb(self, kept: FloatArray) -> None:
-        batch_mean = float(kept.mean())
-        deviations = kept - batch_mean
-        batch = (int(kept.size), batch_mean, float(np.dot(deviations, deviations)))
-        # pool before touching the counts: the running count is their sum
-        _, self._mean, self._m2 = _combine(self._moments(), batch)
+        if self.count == 0:
+            self._shift = float(kept[0])
+        deviations = kept - self._shift
+        self._sum = _running_sum(self._sum, deviations)
+        self._sumsq = _running_sum(self._sumsq, deviations * deviations)
         self._counts += bin_counts(self.edges, kept)
         self._min = min(self._min, float(kept.min()))
         self._max = max(self._max, float(kept.max()))
-
-    def _moments(self) -> tuple[int, float, float]:
-        return self.count, self._mean, self._m2
 
     @property
     def counts(self) -> IntArray:
@@ -171,13 +165,17 @@ class NumericSketch:
 
     @property
     def mean(self) -> float:
-        return self._mean if self.count else math.nan
+        count = self.count
+        return self._shift + self._sum / count if count else math.nan
 
     @property
     def std(self) -> float:
         """Population standard deviation of the finite values."""
         count = self.count
-        return math.sqrt(self._m2 / count) if count else math.nan
+        if not count:
+            return math.nan
+        centred = self._sum / count
+        return math.sqrt(max(self._sumsq / count - centred * centred, 0.0))
 
     @property
     def min(self) -> float:
@@ -192,19 +190,22 @@ class NumericSketch:
         if not np.array_equal(self.edges, other.edges):
             msg = "cannot merge numeric sketches with different 'edges'"
             raise ValueError(msg)
-        merged = self.copy()
-        _, merged._mean, merged._m2 = _combine(self._moments(), other._moments())
-        merged._counts += other._counts
+        merged = other.copy() if self.count == 0 else self.copy()
+        if self.count and other.count:
+            delta, n = other._shift - self._shift, other.count
+            merged._sum += other._sum + n * delta
+            merged._sumsq += other._sumsq + 2 * delta * other._sum + n * delta * delta
+        merged._counts = self._counts + other._counts
         merged._min = min(self._min, other._min)
         merged._max = max(self._max, other._max)
-        merged._null_count += other._null_count
-        merged._nonfinite_count += other._nonfinite_count
+        merged._null_count = self._null_count + other._null_count
+        merged._nonfinite_count = self._nonfinite_count + other._nonfinite_count
         return merged
 
     def copy(self) -> NumericSketch:
         clone = NumericSketch(self.edges)
         clone._counts = self._counts.copy()
-        clone._mean, clone._m2 = self._mean, self._m2
+        clone._shift, clone._sum, clone._sumsq = self._shift, self._sum, self._sumsq
         clone._min, clone._max = self._min, self._max
         clone._null_count = self._null_count
         clone._nonfinite_count = self._nonfinite_count
@@ -218,8 +219,9 @@ class NumericSketch:
             "version": STATE_VERSION,
             "edges": self.edges.tolist(),
             "counts": self._counts.tolist(),
-            "mean": self._mean,
-            "m2": self._m2,
+            "shift": self._shift,
+            "sum": self._sum,
+            "sumsq": self._sumsq,
             "min": None if empty else self._min,
             "max": None if empty else self._max,
             "null_count": self._null_count,
@@ -229,7 +231,17 @@ class NumericSketch:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Self:
         """Rebuild a sketch saved by :meth:`to_state`; ValueError names a bad key."""
-        keys = ("edges", "counts", "mean", "m2", "min", "max", "null_count", "nonfinite_count")
+        keys = (
+            "edges",
+            "counts",
+            "shift",
+            "sum",
+            "sumsq",
+            "min",
+            "max",
+            "null_count",
+            "nonfinite_count",
+        )
         check_state(state, "numeric", keys)
         try:
             sketch = cls(state["edges"])
@@ -237,10 +249,11 @@ class NumericSketch:
             msg = f"sketch state key 'edges' is invalid: {err}"
             raise ValueError(msg) from err
         sketch._counts = _load_counts(state, sketch.edges.size + 1)
-        sketch._mean = _float_field(state, "mean")
-        sketch._m2 = _float_field(state, "m2")
-        if sketch._m2 < 0:
-            msg = f"sketch state key 'm2' must be >= 0, got {sketch._m2!r}"
+        sketch._shift = _float_field(state, "shift")
+        sketch._sum = _float_field(state, "sum")
+        sketch._sumsq = _float_field(state, "sumsq")
+        if sketch._sumsq < 0:
+            msg = f"sketch state key 'sumsq' must be >= 0, got {sketch._sumsq!r}"
             raise ValueError(msg)
         sketch._min, sketch._max = _load_range(state, empty=sketch.count == 0)
         sketch._null_count = _count_field(state, "null_count")

@@ -1,0 +1,211 @@
+"""Prometheus metrics of a worker, and the HTTP endpoint that exposes them.
+
+Every metric lives on a registry the caller passes in. Importing this module
+registers nothing, so two workers (or two tests) in one process never clash
+and the default global registry stays untouched.
+
+>>> from prometheus_client import CollectorRegistry
+>>> registry = CollectorRegistry()
+>>> metrics = Metrics(registry)
+>>> metrics.events_consumed.labels(model="churn", topic="predictions").inc(3)
+>>> registry.get_sample_value(
+...     "driftstream_events_consumed_total", {"model": "churn", "topic": "predictions"}
+... )
+3.0
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Self
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["DURATION_BUCKETS_SECONDS", "Metrics", "Server", "serve"]
+
+# Micro-batches and Redis commits take from about a millisecond to, when
+# something is wrong, several seconds; the buckets cover that range with
+# roughly 2.5x steps so quantile estimates stay within a bucket's width.
+DURATION_BUCKETS_SECONDS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Metrics:
+    """All worker metrics, registered on an injected CollectorRegistry (never the global one)."""
+
+    def __init__(self, registry: CollectorRegistry, *, max_features: int = 256) -> None:
+        if max_features < 1:
+            msg = f"max_features must be at least 1, got {max_features}"
+            raise ValueError(msg)
+        self.registry = registry
+        self.max_features = max_features
+        self._features: dict[str, set[str]] = {}
+        # The worker thread observes while the HTTP thread scrapes; the
+        # per-model feature sets are ours to guard, prometheus_client guards its own.
+        self._lock = threading.Lock()
+        self._register_stream(registry)
+        self._register_state(registry)
+        self._register_outputs(registry)
+
+    def _register_stream(self, registry: CollectorRegistry) -> None:
+        self.events_consumed = Counter(
+            "driftstream_events_consumed_total",
+            "Valid events consumed, by model and input topic.",
+            ["model", "topic"],
+            registry=registry,
+        )
+        self.invalid_events = Counter(
+            "driftstream_invalid_events_total",
+            "Events rejected by decoding or validation (sent to the dead-letter topic).",
+            ["reason", "topic"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "driftstream_batch_processing_seconds",
+            "Time to decode, monitor and commit one micro-batch.",
+            buckets=DURATION_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "driftstream_consumer_lag_messages",
+            "Messages between the high watermark and the worker's position.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+
+    def _register_state(self, registry: CollectorRegistry) -> None:
+        self.commit_seconds = Histogram(
+            "driftstream_state_commit_seconds",
+            "Time of the atomic Redis commit of state, offsets and outbox.",
+            buckets=DURATION_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.outbox_entries = Gauge(
+            "driftstream_outbox_entries",
+            "Alerts committed to the outbox and not yet published.",
+            ["partition"],
+            registry=registry,
+        )
+        self.partitions_owned = Gauge(
+            "driftstream_partitions_owned",
+            "Input partitions this worker currently owns.",
+            registry=registry,
+        )
+        self.fenced = Counter(
+            "driftstream_fenced_commits_total",
+            "Commits refused because another worker claimed the partition (stale epoch).",
+            registry=registry,
+        )
+
+    def _register_outputs(self, registry: CollectorRegistry) -> None:
+        self.drift_statistic = Gauge(
+            "driftstream_drift_statistic",
+            "Latest drift statistic of a feature against a reference.",
+            ["model", "feature", "statistic", "reference"],
+            registry=registry,
+        )
+        self.series_dropped = Counter(
+            "driftstream_metric_series_dropped_total",
+            "Statistic values not exported because the model reached its feature cap.",
+            ["model"],
+            registry=registry,
+        )
+        self.alerts_published = Counter(
+            "driftstream_alerts_published_total",
+            "Alerts published to the alerts topic (re-sends included).",
+            ["kind", "severity"],
+            registry=registry,
+        )
+        self.dead_letters_published = Counter(
+            "driftstream_dead_letters_published_total",
+            "Records published to the dead-letter topic.",
+            ["reason"],
+            registry=registry,
+        )
+
+    def observe_statistics(self, model: str, values: Mapping[tuple[str, str, str], float]) -> None:
+        """Set drift statistics keyed by (feature, statistic, reference); NaN is skipped.
+
+        A model's first ``max_features`` distinct features get series; values of
+        any later feature are dropped and counted, so one model with runaway
+        feature names cannot blow up the scrape.
+        """
+        dropped = 0
+        with self._lock:
+            admitted = self._features.setdefault(model, set())
+            for (feature, statistic, reference), value in values.items():
+                if math.isnan(value):
+                    continue
+                if not self._admit(admitted, feature):
+                    dropped += 1
+                    continue
+                self.drift_statistic.labels(model, feature, statistic, reference).set(value)
+        if dropped:
+            self.series_dropped.labels(model).inc(dropped)
+
+    def _admit(self, admitted: set[str], feature: str) -> bool:
+        if feature in admitted:
+            return True
+        if len(admitted) >= self.max_features:
+            return False
+        admitted.add(feature)
+        return True
+
+
+class Server:
+    """A running /metrics endpoint; ``port`` is the bound one (useful after port 0)."""
+
+    def __init__(self, httpd: WSGIServer, thread: threading.Thread, host: str) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self.host = host
+        self.port = int(httpd.server_port)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> Server:
+    """Serve the registry's exposition over HTTP on a daemon thread; port 0 picks a free port."""
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        msg = f"cannot serve metrics on {host}:{port}: {why}"
+        raise OSError(exc.errno, msg) from exc
+    return Server(httpd, thread, host)

@@ -1,0 +1,330 @@
+"""Per-partition state in Redis: offsets, state blobs and the alert outbox.
+
+A worker owns a *partition unit*: partition ``p`` of every (co-partitioned)
+input topic of one consumer group. Each micro-batch is committed by ONE Lua
+script that checks the owner's epoch, then writes the consumed offsets, the
+state blobs and the new outbox entries together (DESIGN.md, invariants 1, 2
+and 5). Nothing is pickled: state blobs are bytes the caller made with
+orjson, and outbox entries are stored as orjson objects.
+
+Key layout, one hash tag per unit so a Redis Cluster keeps a unit's keys in
+one slot (a script may only touch keys of one slot), with the schema version
+in the key so a future layout can live next to this one::
+
+    {prefix}:v1:{{group}:{partition}}:epoch         string   owner epoch, INCR on claim
+    {prefix}:v1:{{group}:{partition}}:offsets       hash     topic -> next offset to consume
+    {prefix}:v1:{{group}:{partition}}:state         hash     name -> state blob (overwritten)
+    {prefix}:v1:{{group}:{partition}}:outbox        hash     id -> entry (orjson)
+    {prefix}:v1:{{group}:{partition}}:outbox:order  zset     id scored by insertion number
+    {prefix}:v1:{{group}:{partition}}:outbox:seq    string   last insertion number
+
+The outbox is a hash plus a sorted set rather than a list: the hash makes
+"add if absent" one HSETNX (dedup by id), and the sorted set gives insertion
+order while a delivered id is removed in O(log n); a list would need an O(n)
+LREM per delivered entry. Insertion numbers are never reused, so order holds
+across commits and deletes; they stay exact up to 2**53.
+
+Redis should run with ``maxmemory-policy noeviction``: an evicted key would
+silently lose state, and a script refused for memory midway through its
+writes would leave them partly done (every check runs before the first write
+to keep that window as small as the server allows).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+import redis
+
+SCHEMA_VERSION = "v1"
+
+_NAMES = ("epoch", "offsets", "state", "outbox", "outbox:order", "outbox:seq")
+
+# KEYS: epoch, offsets, state, outbox, outbox:order, outbox:seq (as in _NAMES)
+# ARGV: epoch, number of offsets, number of states, then topic/offset pairs,
+#       name/blob pairs and id/entry pairs, in that order.
+COMMIT_LUA = """
+local epoch = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n_offsets = tonumber(ARGV[2])
+local n_states = tonumber(ARGV[3])
+local first_state = 4 + 2 * n_offsets
+local first_entry = first_state + 2 * n_states
+
+-- 1. Fencing: a worker whose epoch is not the latest claim is a zombie.
+if epoch ~= tonumber(ARGV[1]) then
+  return {'fenced', epoch}
+end
+
+-- 2. Compare every offset with the stored one (absent = -1, before any offset).
+local forward = false
+local behind = nil
+for i = 4, first_state - 1, 2 do
+  local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
+  local given = tonumber(ARGV[i + 1])
+  if given > stored then
+    forward = true
+  elseif given < stored and behind == nil then
+    behind = {ARGV[i], stored, given}
+  end
+end
+
+-- 3. Nothing ahead of what is stored: a retry of a commit that already landed.
+if not forward then
+  return {'applied'}
+end
+
+-- 4. Some topics ahead and some behind: no retry looks like that, so the
+--    caller's positions are wrong; writing would move an offset backwards.
+if behind ~= nil then
+  return {'conflict', behind[1], behind[2], behind[3]}
+end
+
+-- 5. Every check passed; only now write offsets, state blobs and new outbox
+--    entries (HSETNX skips an id already present, so it keeps its place).
+for i = 4, first_state - 1, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+for i = first_state, first_entry - 1, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+for i = first_entry, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[i])
+  end
+end
+return {'ok'}
+"""
+
+
+class Fenced(Exception):
+    """A newer owner claimed the partition unit; this worker must stop writing."""
+
+
+class OffsetConflict(Exception):
+    """A commit moved some offsets forward and others backwards; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    epoch: int
+    offsets: dict[str, int]
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def unit_key(prefix: str, group: str, partition: int, name: str) -> str:
+    """The Redis key of one part of a partition unit.
+
+    >>> unit_key("driftstream", "driftstream", 3, "offsets")
+    'driftstream:v1:{driftstream:3}:offsets'
+    """
+    return f"{prefix}:{SCHEMA_VERSION}:{{{group}:{partition}}}:{name}"
+
+
+class PartitionStore:
+    """State, offsets and outbox of one partition unit, written only by its owner."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str, group: str, partition: int) -> None:
+        _check_unit(client, prefix, group, partition)
+        self.group = group
+        self.partition = partition
+        self._client = client
+        self._keys = [unit_key(prefix, group, partition, name) for name in _NAMES]
+        self._epoch, self._offsets, self._state, self._outbox, self._order, _ = self._keys
+        self._commit = client.register_script(COMMIT_LUA)
+
+    def claim(self) -> Claim:
+        """Become the owner: a new epoch, and the offsets to seek to."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.incr(self._epoch)
+        pipe.hgetall(self._offsets)
+        epoch, offsets = pipe.execute()
+        return Claim(epoch=int(epoch), offsets=_decode_offsets(offsets))
+
+    def load(self, names: Iterable[str]) -> dict[str, bytes]:
+        names = list(names)
+        if not names:
+            return {}
+        blobs = cast(list[bytes | None], self._client.hmget(self._state, names))
+        return {name: blob for name, blob in zip(names, blobs, strict=True) if blob is not None}
+
+    def commit(
+        self,
+        epoch: int,
+        offsets: Mapping[str, int],
+        states: Mapping[str, bytes],
+        outbox: Sequence[OutboxEntry],
+    ) -> str:
+        """Write one micro-batch atomically; "ok", or "applied" for a retry that already landed.
+
+        Both answers mean the batch is stored. A retry is recognised by its
+        offsets alone: when none is ahead of the stored one, nothing changes.
+        A stale epoch raises Fenced, a mix of forward and backward offsets
+        raises OffsetConflict; neither writes anything.
+        """
+        _check_commit(epoch, offsets)
+        args: list[Any] = [epoch, len(offsets), len(states)]
+        for topic, offset in offsets.items():
+            args += [topic, offset]
+        for name, blob in states.items():
+            args += [name, blob]
+        for entry in outbox:
+            args += [entry.id, encode_entry(entry)]
+        reply = self._commit(keys=self._keys, args=args)
+        return self._answer(epoch, reply)
+
+    def pending(self, limit: int = 1000) -> list[OutboxEntry]:
+        """The oldest outbox entries, in insertion order."""
+        if limit < 1:
+            msg = f"limit must be at least 1, got {limit}"
+            raise ValueError(msg)
+        ids = cast(list[bytes], self._client.zrange(self._order, 0, limit - 1))
+        if not ids:
+            return []
+        blobs = cast(list[bytes | None], self._client.hmget(self._outbox, ids))
+        # An id deleted between the two reads is simply skipped.
+        return [decode_entry(blob) for blob in blobs if blob is not None]
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Forget delivered entries; returns how many were present."""
+        if not ids:
+            return 0
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hdel(self._outbox, *ids)
+        pipe.zrem(self._order, *ids)
+        removed, _ = pipe.execute()
+        return int(removed)
+
+    def outbox_size(self) -> int:
+        return int(self._client.zcard(self._order))
+
+    def offsets(self) -> dict[str, int]:
+        return _decode_offsets(cast(dict[bytes, bytes], self._client.hgetall(self._offsets)))
+
+    def epoch(self) -> int:
+        return int(self._client.get(self._epoch) or 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Offsets and state blobs read together, to compare runs."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hgetall(self._offsets)
+        pipe.hgetall(self._state)
+        offsets, states = pipe.execute()
+        return {
+            "offsets": _decode_offsets(offsets),
+            "states": {name.decode(): blob for name, blob in states.items()},
+        }
+
+    def _answer(self, epoch: int, reply: list[Any]) -> str:
+        status = reply[0].decode()
+        if status == "fenced":
+            msg = (
+                f"group {self.group!r} partition {self.partition} was claimed by epoch "
+                f"{reply[1]}; this worker holds epoch {epoch}"
+            )
+            raise Fenced(msg)
+        if status == "conflict":
+            topic, stored, given = reply[1].decode(), reply[2], reply[3]
+            msg = (
+                f"group {self.group!r} partition {self.partition}: commit moves topic "
+                f"{topic!r} back from offset {stored} to {given} while moving others forward"
+            )
+            raise OffsetConflict(msg)
+        return str(status)
+
+
+def stores_for_group(client: redis.Redis, *, prefix: str, group: str) -> list[int]:
+    """Partitions of a group that were ever claimed (they have an epoch key), sorted."""
+    pattern = f"{_glob_escape(prefix)}:{SCHEMA_VERSION}:{{{_glob_escape(group)}:*}}:epoch"
+    # The glob's * would also match a group named "<group>:x"; the regex keeps digits only.
+    exact = re.compile(
+        re.escape(f"{prefix}:{SCHEMA_VERSION}:{{{group}:") + r"(\d+)\}:epoch", re.DOTALL
+    )
+    partitions = set()
+    for key in client.scan_iter(match=pattern, count=1000):
+        text = key.decode() if isinstance(key, bytes) else key
+        found = exact.fullmatch(text)
+        if found:
+            partitions.add(int(found.group(1)))
+    return sorted(partitions)
+
+
+def encode_entry(entry: OutboxEntry) -> bytes:
+    """One orjson object; bytes travel as base64 so any byte round-trips."""
+    return orjson.dumps(
+        {
+            "id": entry.id,
+            "topic": entry.topic,
+            "key": None if entry.key is None else _b64(entry.key),
+            "value": _b64(entry.value),
+            "headers": [[name, _b64(value)] for name, value in entry.headers],
+        }
+    )
+
+
+def decode_entry(blob: bytes) -> OutboxEntry:
+    data = orjson.loads(blob)
+    key = data["key"]
+    return OutboxEntry(
+        id=data["id"],
+        topic=data["topic"],
+        key=None if key is None else _unb64(key),
+        value=_unb64(data["value"]),
+        headers=tuple((name, _unb64(value)) for name, value in data["headers"]),
+    )
+
+
+def _check_unit(client: redis.Redis, prefix: str, group: str, partition: int) -> None:
+    if client.get_connection_kwargs().get("decode_responses"):
+        msg = "the Redis client must have decode_responses=False: state blobs are raw bytes"
+        raise ValueError(msg)
+    for label, text in (("prefix", prefix), ("group", group)):
+        # A brace would change the hash tag and split a unit across cluster slots.
+        if not text or "{" in text or "}" in text:
+            msg = f"{label} must be non-empty and contain no braces, got {text!r}"
+            raise ValueError(msg)
+    if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
+        msg = f"partition must be a non-negative int, got {partition!r}"
+        raise ValueError(msg)
+
+
+def _check_commit(epoch: int, offsets: Mapping[str, int]) -> None:
+    if epoch < 1:
+        msg = f"epoch must come from claim() (at least 1), got {epoch}"
+        raise ValueError(msg)
+    # With no offsets every commit would look like a retry and be dropped.
+    if not offsets:
+        msg = "a commit needs the offsets it consumed up to"
+        raise ValueError(msg)
+    negative = {topic: offset for topic, offset in offsets.items() if offset < 0}
+    if negative:
+        msg = f"offsets must be non-negative, got {negative}"
+        raise ValueError(msg)
+
+
+def _decode_offsets(raw: Mapping[bytes, bytes]) -> dict[str, int]:
+    return {topic.decode(): int(offset) for topic, offset in raw.items()}
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)

@@ -1,0 +1,242 @@
+"""Helpers for the integration tests: configs, traffic, topics, Redis snapshots."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import redis
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from driftstream.config import load_config
+from driftstream.core.baseline import build_profile
+from driftstream.runtime.app import create_topics
+from driftstream.runtime.store import PartitionStore, stores_for_group
+from driftstream.synthetic import CATEGORICAL_FEATURES, NUMERIC_FEATURES, frame
+
+START_TS = 1_767_225_600.0
+DRIFTED = ("amount", "country")
+
+
+def write_config(
+    tmp_path,
+    bootstrap,
+    redis_url,
+    name,
+    *,
+    models=("fraud-detector",),
+    partitions=2,
+    batch_size=1000,
+    inputs=None,
+    window=2000,
+):
+    """A config file for one test: its own topics, group and key prefix."""
+    baselines = tmp_path / "baselines"
+    baselines.mkdir(exist_ok=True)
+    data = frame(20_000, seed=1)
+    for model_id in models:
+        profile = build_profile(
+            data, model_id=model_id, prediction="prediction", score="score", target="label"
+        )
+        (baselines / f"{model_id}.json").write_bytes(profile.to_json())
+    document = {
+        "models": {
+            m: {"baseline": f"baselines/{m}.json", "window": {"size": window}} for m in models
+        },
+        "kafka": {
+            "client": {
+                "bootstrap.servers": bootstrap,
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+            },
+            "group_id": f"{name}-group",
+            "topics": {
+                "predictions": f"{inputs or name}.predictions",
+                "features": f"{inputs or name}.features",
+                "alerts": f"{name}.alerts",
+                "dlq": f"{name}.dlq",
+            },
+            "partitions": partitions,
+            "batch_size": batch_size,
+            "batch_timeout_seconds": 0.2,
+        },
+        "redis": {"url": redis_url, "key_prefix": name},
+        "metrics": {"port": 0},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path)
+    create_topics(config)
+    return path, config
+
+
+def events(n_stable, n_drifted, seed, model_id="fraud-detector", start=0):
+    """Prediction events as JSON bytes: stable traffic, then drifted traffic."""
+    parts = [frame(n_stable, seed)]
+    if n_drifted:
+        parts.append(frame(n_drifted, seed + 1000, drift=DRIFTED))
+    values = []
+    index = start
+    for part in parts:
+        columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in part.items()}
+        for i in range(len(columns["score"])):
+            features = {}
+            for name in (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES):
+                value = columns[name][i]
+                features[name] = None if value != value else value
+            values.append(
+                orjson.dumps(
+                    {
+                        "event_id": f"{model_id}-{index}",
+                        "model_id": model_id,
+                        "model_version": "v1",
+                        "ts": START_TS + index * 0.01,
+                        "features": features,
+                        "prediction": columns["prediction"][i],
+                        "score": columns["score"][i],
+                    }
+                )
+            )
+            index += 1
+    return values
+
+
+def produce(bootstrap, topic, values, key, partition=None):
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for value in values:
+        kwargs = {} if partition is None else {"partition": partition}
+        producer.produce(topic, value=value, key=key, **kwargs)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def read_topic(bootstrap, topic, at_least=0, timeout=30.0, quiet=1.5):
+    """Every message on ``topic``: waits for ``at_least``, then for ``quiet`` seconds of nothing."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False}
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    messages, deadline, last = [], time.monotonic() + timeout, time.monotonic()
+    while time.monotonic() < deadline:
+        batch = [m for m in consumer.consume(500, 0.2) if m.error() is None]
+        messages += batch
+        if batch:
+            last = time.monotonic()
+        elif len(messages) >= at_least and time.monotonic() - last > quiet:
+            break
+    consumer.close()
+    return messages
+
+
+def alert_ids(messages):
+    return {orjson.loads(m.value())["alert_id"] for m in messages}
+
+
+def snapshot(redis_url, prefix, group):
+    """Offsets and decoded monitor states of every partition unit of a group."""
+    client = redis.Redis.from_url(redis_url)
+    result = {}
+    for partition in stores_for_group(client, prefix=prefix, group=group):
+        store = PartitionStore(client, prefix=prefix, group=group, partition=partition)
+        data = store.snapshot()
+        result[partition] = {
+            "offsets": data["offsets"],
+            "states": {name: orjson.loads(blob) for name, blob in data["states"].items()},
+        }
+    return result
+
+
+def committed(redis_url, prefix, group):
+    """Total committed offsets over every unit and topic."""
+    client = redis.Redis.from_url(redis_url)
+    total = 0
+    for partition in stores_for_group(client, prefix=prefix, group=group):
+        store = PartitionStore(client, prefix=prefix, group=group, partition=partition)
+        total += sum(store.offsets().values())
+    return total
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def repo_root():
+    return Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """``driftstream run`` as a child process, with the partitions it owns read from its log."""
+
+    def __init__(self, config_path, name="worker"):
+        import shutil
+        import subprocess
+        import sys
+        import threading
+
+        script = shutil.which("driftstream", path=str(Path(sys.executable).parent))
+        self.name = name
+        self.lines = []
+        self.owned = set()
+        self.process = subprocess.Popen(
+            [script, "run", "--config", str(config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        import ast
+
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip())
+            for verb in ("claimed partitions ", "released partitions "):
+                if verb in line:
+                    numbers = set(ast.literal_eval(line.split(verb, 1)[1].strip()))
+                    self.owned = numbers if verb.startswith("claimed") else self.owned - numbers
+
+    def kill(self):
+        import signal
+
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self):
+        import signal
+
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(30)
+        self._reader.join(5)
+        return code
+
+    def log(self):
+        return "\n".join(self.lines[-30:])
+
+
+def first_difference(a, b, path="state"):
+    """Where two nested plain-data values first differ (for assertion messages)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return f"{path}.{key}: only in one"
+            found = first_difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = first_difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b else f"{path}: {a!r} != {b!r}"

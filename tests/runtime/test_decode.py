@@ -1,0 +1,563 @@
+import gc
+import math
+import random
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import pytest
+
+from driftstream.core.baseline import build_profile
+from driftstream.runtime import decode as decode_module
+from driftstream.runtime.decode import (
+    REASONS,
+    Decoder,
+    ModelColumns,
+    Record,
+    parse_timestamp,
+)
+
+FRAUD = ModelColumns(("amount", "age"), ("country", "vip"), "categorical", True)
+PRICE = ModelColumns(("sqft",), (), "numeric", False)
+ROLES = {"preds": "predictions", "feats": "features"}
+TS = 1795323600.0  # 2026-11-22T05:00:00Z
+
+
+def event(**changes):
+    """A valid prediction event for the fraud model; ``None`` values delete fields."""
+    base = {
+        "event_id": "e1",
+        "model_id": "fraud",
+        "model_version": "v7",
+        "ts": TS,
+        "features": {"amount": 12.5, "age": 40, "country": "DE", "vip": True},
+        "prediction": "ok",
+        "score": 0.25,
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def record(value, *, topic="preds", partition=0, offset=0, key=b"fraud"):
+    if isinstance(value, dict):
+        value = orjson.dumps(value)
+    return Record(topic, partition, offset, key, value)
+
+
+def numbered(*values, **where):
+    return [record(value, offset=i, **where) for i, value in enumerate(values)]
+
+
+def decoder(**limits):
+    return Decoder({"fraud": FRAUD, "price": PRICE}, ROLES, **limits)
+
+
+def decode(records, **limits):
+    return decoder(**limits).decode(records)
+
+
+def only_batch(out):
+    assert len(out.batches) == 1
+    return out.batches[0]
+
+
+def assert_accounted(records, out):
+    """Every record is exactly one valid row or exactly one dead letter."""
+    rows = [
+        (b.topic, b.partition, int(offset)) for b in out.batches for offset in b.offsets.tolist()
+    ]
+    dead = [(d.record.topic, d.record.partition, d.record.offset) for d in out.dead]
+    sources = sorted((r.topic, r.partition, r.offset) for r in records)
+    assert sorted(rows + dead) == sources
+    assert sum(out.consumed.values()) == len(rows)
+    for batch in out.batches:
+        assert all(len(column) == len(batch.offsets) for column in batch.batch.columns.values())
+        assert len(batch.versions) == len(batch.batch) == len(batch.offsets)
+
+
+# --- good events --------------------------------------------------------------
+
+
+def test_prediction_events_become_exact_columns():
+    out = decode(
+        numbered(
+            event(),
+            event(
+                event_id="e2",
+                ts=TS + 1,
+                features={"amount": None, "country": 3, "vip": False},
+                score=None,
+                prediction=1,
+            ),
+            event(event_id="e3", ts=int(TS) + 2, features={"age": 3.0, "vip": None, "extra": "x"}),
+        )
+    )
+    batch = only_batch(out)
+    columns = batch.batch.columns
+    assert batch.model_id == "fraud" and batch.role == "predictions"
+    assert (batch.topic, batch.partition) == ("preds", 0)
+    assert batch.batch.ts.tolist() == [TS, TS + 1, TS + 2]
+    assert batch.batch.ts.dtype == np.float64
+    np.testing.assert_array_equal(columns["amount"], [12.5, np.nan, np.nan])
+    np.testing.assert_array_equal(columns["age"], [40.0, np.nan, 3.0])
+    assert columns["amount"].dtype == columns["age"].dtype == np.float64
+    assert columns["country"].tolist() == ["DE", "3", None]
+    assert columns["vip"].tolist() == ["true", "false", None]
+    assert columns["country"].dtype == object
+    assert columns["__prediction__"].tolist() == ["ok", "1", "ok"]
+    np.testing.assert_array_equal(columns["__score__"], [0.25, np.nan, 0.25])
+    assert set(columns) == {"amount", "age", "country", "vip", "__prediction__", "__score__"}
+    assert batch.offsets.tolist() == [0, 1, 2] and batch.offsets.dtype == np.int64
+    assert batch.versions.tolist() == ["v7", "v7", "v7"] and batch.versions.dtype == object
+    assert batch.segments is None
+    assert out.dead == [] and out.consumed == {("fraud", "preds"): 3}
+
+
+def test_feature_events_have_no_prediction_or_score_columns():
+    feature_event = event(prediction=None, score=None)
+    out = decode(numbered(feature_event, event(prediction={"ignored": True}), topic="feats"))
+    batch = only_batch(out)
+    assert batch.role == "features"
+    assert set(batch.batch.columns) == {"amount", "age", "country", "vip"}
+    assert len(batch.batch) == 2 and out.dead == []
+
+
+def test_numeric_prediction_model():
+    price = {
+        "event_id": "p",
+        "model_id": "price",
+        "model_version": "",
+        "ts": 10,
+        "features": {"sqft": 80},
+        "prediction": 310000,
+    }
+    out = decode(numbered(price, {**price, "prediction": 2.5}, key=b"price"))
+    columns = only_batch(out).batch.columns
+    assert columns["__prediction__"].dtype == np.float64
+    assert columns["__prediction__"].tolist() == [310000.0, 2.5]
+    assert "__score__" not in columns  # the baseline has no score: validated, not built
+    out = decode([record({**price, "prediction": "high"}, key=b"price")])
+    assert [(d.reason, d.detail) for d in out.dead] == [
+        (
+            "wrong_type",
+            "field 'prediction' is a string, expected a number "
+            "(the baseline profiles the prediction as numeric)",
+        )
+    ]
+
+
+def test_model_without_a_profiled_prediction_still_validates_it():
+    columns = ModelColumns(("amount",), (), None, False)
+    out = Decoder({"fraud": columns}, ROLES).decode(numbered(event(), event(prediction=[1])))
+    batch = only_batch(out)
+    assert set(batch.batch.columns) == {"amount"}
+    assert [d.reason for d in out.dead] == ["wrong_type"]
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        (TS, TS),
+        (int(TS), TS),
+        (0, 0.0),
+        ("2026-11-22T05:00:00Z", TS),
+        ("2026-11-22T07:00:00+02:00", TS),
+        ("2026-11-22T01:30:00-03:30", TS),
+        ("2026-11-22T05:00:00.25Z", TS + 0.25),
+        ("2026-11-22T05:00:00.123456789Z", TS + 0.123456789),
+        ("2026-11-22t05:00:00z", TS),
+        ("2026-11-22 05:00:00Z", TS),
+        ("2016-12-31T23:59:60Z", datetime(2017, 1, 1, tzinfo=UTC).timestamp()),
+    ],
+)
+def test_timestamps_from_numbers_and_rfc3339(ts, expected):
+    out = decode([record(event(ts=ts))])
+    assert only_batch(out).batch.ts[0] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-22T05:00:00",  # no offset
+        "2026-11-22",
+        "2026-02-30T00:00:00Z",
+        "2026-11-22T24:00:00Z",
+        "2026-11-22T05:60:00Z",
+        "2026-11-22T05:00:00+0200",
+        "٢٠٢٦-11-22T05:00:00Z",  # non-ASCII digits
+        "yesterday",
+        "",
+    ],
+)
+def test_parse_timestamp_refuses_what_is_not_rfc3339(text):
+    assert parse_timestamp(text) is None
+
+
+def test_records_group_by_topic_partition_and_model_in_offset_order():
+    price = {
+        "event_id": "p",
+        "model_id": "price",
+        "model_version": "a",
+        "ts": 1,
+        "features": {"sqft": 1},
+        "prediction": 1,
+    }
+    records = [
+        record(event(ts=5), partition=1, offset=11),
+        record({**price, "ts": 6}, partition=1, offset=12, key=b"price"),
+        record(event(ts=1), partition=0, offset=3),
+        record(event(ts=7, prediction=None, score=None), topic="feats", partition=1, offset=4),
+        record(event(ts=2), partition=1, offset=9),  # behind offset 11: rows are sorted
+        record(event(ts=3), partition=0, offset=4),
+        record({**price, "ts": 8}, partition=1, offset=15, key=b"price"),
+    ]
+    out = decode(records)
+    got = {
+        (b.topic, b.partition, b.model_id): (b.offsets.tolist(), b.batch.ts.tolist())
+        for b in out.batches
+    }
+    assert got == {
+        ("preds", 0, "fraud"): ([3, 4], [1.0, 3.0]),
+        ("preds", 1, "fraud"): ([9, 11], [2.0, 5.0]),
+        ("preds", 1, "price"): ([12, 15], [6.0, 8.0]),
+        ("feats", 1, "fraud"): ([4], [7.0]),
+    }
+    assert out.consumed == {("fraud", "preds"): 4, ("price", "preds"): 2, ("fraud", "feats"): 1}
+    assert_accounted(records, out)
+
+
+def test_versions_and_segments_follow_their_rows():
+    records = numbered(
+        event(model_version="a"),
+        event(model_version="b", segment={"region": "eu", "tier": "gold"}),
+        event(model_version="c", segment=None),
+        event(model_version="d", segment={}),
+    )
+    batch = only_batch(decode(records))
+    assert batch.versions.tolist() == ["a", "b", "c", "d"]
+    assert batch.segments.dtype == object
+    assert batch.segments.tolist() == [None, {"region": "eu", "tier": "gold"}, None, {}]
+
+
+def test_events_with_other_key_orders_and_missing_keys_give_the_same_columns():
+    reordered = {
+        "features": {"vip": "yes", "amount": 7, "country": "FR"},
+        "score": 0.5,
+        "prediction": "ok",
+        "ts": TS,
+        "model_version": "v7",
+        "model_id": "fraud",
+        "event_id": "x",
+    }
+    out = decode(numbered(event(), reordered, event(score=None)))
+    columns = only_batch(out).batch.columns
+    np.testing.assert_array_equal(columns["amount"], [12.5, 7.0, 12.5])
+    np.testing.assert_array_equal(columns["age"], [40.0, np.nan, 40.0])
+    assert columns["vip"].tolist() == ["true", "yes", "true"]
+    np.testing.assert_array_equal(columns["__score__"], [0.25, 0.5, np.nan])
+
+
+def test_chunk_boundaries_do_not_change_the_result(monkeypatch):
+    rng = random.Random(3)
+    records = [
+        record(
+            event(ts=TS + i, features={"amount": rng.random(), "country": rng.choice("ab")}),
+            partition=i % 3,
+            offset=i,
+        )
+        for i in range(400)
+    ]
+    records[50] = record(b"{bad", partition=2, offset=50)
+    whole = decode(records)
+    monkeypatch.setattr(decode_module, "CHUNK", 7)
+    chunked = decode(records)
+    assert [(d.record, d.reason) for d in whole.dead] == [
+        (d.record, d.reason) for d in chunked.dead
+    ]
+    assert whole.consumed == chunked.consumed
+    for a, b in zip(whole.batches, chunked.batches, strict=True):
+        assert (a.topic, a.partition, a.model_id) == (b.topic, b.partition, b.model_id)
+        np.testing.assert_array_equal(a.offsets, b.offsets)
+        np.testing.assert_array_equal(a.batch.ts, b.batch.ts)
+        for name, column in a.batch.columns.items():
+            np.testing.assert_array_equal(column, b.batch.columns[name])
+
+
+def test_model_columns_from_a_baseline():
+    rng = np.random.default_rng(0)
+    profile = build_profile(
+        {
+            "amount": rng.normal(size=300),
+            "country": rng.choice(["DE", "FR"], size=300),
+            "prediction": rng.choice(["ok", "fraud"], size=300),
+            "score": rng.random(300),
+        },
+        model_id="fraud",
+        prediction="prediction",
+        score="score",
+    )
+    assert ModelColumns.from_baseline(profile) == ModelColumns(
+        ("amount",), ("country",), "categorical", True
+    )
+
+
+def test_decoder_refuses_a_bad_configuration():
+    with pytest.raises(ValueError, match="role 'labels'"):
+        Decoder({"fraud": FRAUD}, {"labels": "labels"})
+    with pytest.raises(ValueError, match="unknown prediction kind"):
+        Decoder({"fraud": ModelColumns((), (), "ordinal", False)}, ROLES)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_decode_leaves_the_garbage_collector_as_it_found_it(enabled):
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        decode(numbered(event(), b"{"))
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
+
+
+# --- dead letters -------------------------------------------------------------
+
+DEAD = [
+    # (id, record, limits, reason, detail)
+    ("unknown topic", record(event(), topic="other"), {}, "unknown_topic",
+     "topic 'other' has no role in the config"),
+    ("no value", record(None), {}, "empty", "the message has no value"),
+    ("empty value", record(b""), {}, "empty", "the message has no value"),
+    ("oversized", record(event(event_id="x" * 400)), {"max_message_bytes": 300}, "oversized",
+     "over the limit of 300"),
+    ("oversized garbage", record(b"{" * 400), {"max_message_bytes": 300}, "oversized",
+     "over the limit of 300"),
+    ("truncated", record(orjson.dumps(event())[:-1]), {}, "malformed_json", "not valid JSON"),
+    ("two values", record(orjson.dumps(event()) * 2), {}, "malformed_json", "not valid JSON"),
+    ("bad utf-8", record(b'{"event_id": "\xff"}'), {}, "malformed_json", "not valid JSON"),
+    ("whitespace", record(b"  "), {}, "malformed_json", "not valid JSON"),
+    ("NaN", record(orjson.dumps(event()).replace(b"0.25", b"NaN")), {}, "non_finite",
+     "field 'score' is not a finite number"),
+    ("Infinity", record(orjson.dumps(event()).replace(b"12.5", b"Infinity")), {}, "non_finite",
+     "feature 'amount' is not a finite number"),
+    ("-Infinity ts", record(orjson.dumps(event(ts=1)).replace(b'"ts":1', b'"ts":-Infinity')), {},
+     "non_finite", "field 'ts' is not a finite number"),
+    ("1e400", record(orjson.dumps(event()).replace(b"12.5", b"1e400")), {}, "non_finite",
+     "feature 'amount' is not a finite number"),
+    ("array", record(b"[1, 2]"), {}, "not_an_object", "value is an array, expected a JSON object"),
+    ("string", record(b'"fraud"'), {}, "not_an_object", "value is a string"),
+    ("null", record(b"null"), {}, "not_an_object", "value is null"),
+    ("no model_id", record(event(model_id=None)), {}, "missing_field",
+     "field 'model_id' is missing"),
+    ("null model_id", record({**event(), "model_id": None}), {}, "missing_field",
+     "field 'model_id' is null"),
+    ("no event_id", record(event(event_id=None)), {}, "missing_field",
+     "field 'event_id' is missing"),
+    ("no version", record(event(model_version=None)), {}, "missing_field",
+     "field 'model_version' is missing"),
+    ("no ts", record(event(ts=None)), {}, "missing_field", "field 'ts' is missing"),
+    ("null ts", record({**event(), "ts": None}), {}, "missing_field", "field 'ts' is null"),
+    ("no features", record(event(features=None)), {}, "missing_field",
+     "field 'features' is missing"),
+    ("no prediction", record(event(prediction=None)), {}, "missing_field",
+     "field 'prediction' is missing"),
+    ("list model_id", record(event(model_id=["fraud"])), {}, "wrong_type",
+     "field 'model_id' is an array, expected a string"),
+    ("int event_id", record(event(event_id=7)), {}, "wrong_type",
+     "field 'event_id' is a number, expected a string"),
+    ("int version", record(event(model_version=2)), {}, "wrong_type",
+     "field 'model_version' is a number, expected a string"),
+    ("bool ts", record(event(ts=True)), {}, "wrong_type",
+     "field 'ts' is a boolean, expected a number or an RFC 3339 string"),
+    ("list features", record(event(features=[1])), {}, "wrong_type",
+     "field 'features' is an array, expected an object"),
+    ("object prediction", record(event(prediction={"a": 1})), {}, "wrong_type",
+     "field 'prediction' is an object, expected a number or a string"),
+    ("bool prediction", record(event(prediction=False)), {}, "wrong_type",
+     "field 'prediction' is a boolean, expected a number or a string"),
+    ("string score", record(event(score="high")), {}, "wrong_type",
+     "field 'score' is a string, expected a number"),
+    ("string amount", record(event(features={"amount": "12"})), {}, "wrong_type",
+     "feature 'amount' is a string, expected a number"),
+    ("bool amount", record(event(features={"amount": True})), {}, "wrong_type",
+     "feature 'amount' is a boolean, expected a number"),
+    ("object age", record(event(features={"age": {"y": 1}})), {}, "wrong_type",
+     "feature 'age' is an object, expected a number"),
+    ("list country", record(event(features={"country": ["DE"]})), {}, "wrong_type",
+     "feature 'country' is an array, expected a string, number or boolean"),
+    ("string segment", record(event(segment="eu")), {}, "wrong_type",
+     "field 'segment' is a string, expected an object of strings"),
+    ("number in segment", record(event(segment={"tier": 1})), {}, "wrong_type",
+     "segment 'tier' is a number, expected a string"),
+    ("words ts", record(event(ts="yesterday")), {}, "bad_timestamp",
+     "field 'ts' is 'yesterday', not an RFC 3339 time"),
+    ("naive ts", record(event(ts="2026-11-22T05:00:00")), {}, "bad_timestamp",
+     "not an RFC 3339 time"),
+    ("millis ts", record(event(ts=1795323600000)), {}, "bad_timestamp",
+     "outside 1970-01-01..9999-12-31 (milliseconds? ts is in seconds)"),
+    ("negative ts", record(event(ts=-5)), {}, "bad_timestamp", "field 'ts' is -5, outside"),
+    ("1960 ts", record(event(ts="1960-01-01T00:00:00Z")), {}, "bad_timestamp",
+     "not an RFC 3339 time from 1970 on"),
+    ("unknown model", record(event(model_id="nope"), key=b"nope"), {}, "unknown_model",
+     "model 'nope' is not configured"),
+    ("no key", record(event(), key=None), {}, "key_mismatch",
+     "the message has no key; expected the model_id 'fraud'"),
+    ("other key", record(event(), key=b"price"), {}, "key_mismatch",
+     "message key 'price' does not match model_id 'fraud'"),
+    ("too many features", record(event()), {"max_features": 3}, "too_many_features",
+     "4 features, over the limit of 3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("bad", "limits", "reason", "detail"), [case[1:] for case in DEAD], ids=[c[0] for c in DEAD]
+)
+def test_each_bad_record_becomes_one_dead_letter(bad, limits, reason, detail):
+    out = decode([bad], **limits)
+    assert out.batches == [] and out.consumed == {}
+    assert len(out.dead) == 1
+    letter = out.dead[0]
+    assert letter.record is bad
+    assert letter.reason == reason
+    assert detail in letter.detail
+
+
+def test_every_reason_is_covered():
+    assert {case[3] for case in DEAD} == set(REASONS)
+
+
+def test_good_events_survive_a_batch_full_of_bad_ones():
+    records, good = [], []
+    for offset, (_, bad, limits, _, _) in enumerate(DEAD):
+        if limits:
+            continue
+        records.append(Record(bad.topic, bad.partition, 2 * offset, bad.key, bad.value))
+        records.append(record(event(ts=TS + offset), offset=2 * offset + 1))
+        good.append(2 * offset + 1)
+    out = decode(records)
+    batch = only_batch(out)
+    assert batch.offsets.tolist() == good
+    assert batch.batch.columns["amount"].tolist() == [12.5] * len(good)
+    assert out.consumed == {("fraud", "preds"): len(good)}
+    assert len(out.dead) == len(records) - len(good)
+    assert [letter.record.offset for letter in out.dead] == sorted(
+        letter.record.offset for letter in out.dead
+    )
+    assert_accounted(records, out)
+
+
+def test_values_that_only_parse_when_joined_are_each_refused():
+    # Together these read as valid JSON if naively joined with commas.
+    parts = [b'{"model_id": "fraud", "x": [', b"1", b"]}", b"{}"]
+    records = numbered(*parts)
+    out = decode(records)
+    assert out.batches == []
+    assert [letter.reason for letter in out.dead] == [
+        "malformed_json",
+        "not_an_object",
+        "malformed_json",
+        "missing_field",
+    ]
+
+
+# --- fuzz ---------------------------------------------------------------------
+
+
+def mutate(rng, value):
+    data = bytearray(value)
+    for _ in range(rng.randint(1, 4)):
+        action = rng.randrange(6)
+        position = rng.randrange(len(data) + 1)
+        if action == 0 and data:
+            del data[min(position, len(data) - 1)]
+        elif action == 1:
+            data.insert(position, rng.randrange(256))
+        elif action == 2:
+            token = rng.choice(
+                [b"NaN", b"1e400", b"null", b"true", b"{", b"}", b"[", b"]", b'"', b",", b":"]
+            )
+            data[position:position] = token
+        elif action == 3:
+            data = data[:position]
+        elif action == 4 and data:
+            data[min(position, len(data) - 1)] = rng.randrange(32, 127)
+        else:
+            data = bytearray(rng.randbytes(rng.randrange(40)))
+    return bytes(data)
+
+
+def fuzz_event(rng):
+    wild = [None, True, 0, -1.5, 1e308, "", "x", [], {}, [1, "a"], {"k": None}, "2026-01-01Z"]
+    changed = event(event_id=f"e{rng.randrange(10)}")
+    for _ in range(rng.randrange(3)):
+        field = rng.choice([*changed, "segment", "features"])
+        if field == "features":
+            changed["features"] = {
+                rng.choice(["amount", "age", "country", "vip", "other"]): rng.choice(wild)
+                for _ in range(rng.randrange(5))
+            }
+        else:
+            changed[field] = rng.choice(wild)
+    return changed
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fuzz_never_raises_and_accounts_for_every_record(seed):
+    rng = random.Random(seed)
+    base = orjson.dumps(event())
+    records = []
+    for offset in range(300):
+        choice = rng.random()
+        if choice < 0.3:
+            value = mutate(rng, base)
+        elif choice < 0.55:
+            value = orjson.dumps(fuzz_event(rng))
+        elif choice < 0.6:
+            value = rng.randbytes(rng.randrange(30))
+        else:
+            value = base
+        topic = rng.choice(["preds", "preds", "preds", "feats", "other"])
+        key = rng.choice([b"fraud", b"fraud", b"fraud", b"price", None, b"\xff"])
+        records.append(Record(topic, rng.randrange(3), offset, key, value))
+    out = decode(records, max_message_bytes=400, max_features=4)
+    assert_accounted(records, out)
+    assert {letter.reason for letter in out.dead} <= set(REASONS)
+    for batch in out.batches:
+        for name, column in batch.batch.columns.items():
+            if column.dtype == np.float64:
+                assert not np.isinf(column).any(), name
+            else:
+                assert all(v is None or isinstance(v, str) for v in column.tolist()), name
+        assert np.isfinite(batch.batch.ts).all()
+
+
+def test_fuzzed_chunks_mixing_good_and_bad_records_agree_with_one_by_one():
+    rng = random.Random(99)
+    base = orjson.dumps(event())
+    records = [
+        Record("preds", 0, offset, b"fraud", mutate(rng, base) if rng.random() < 0.2 else base)
+        for offset in range(200)
+    ]
+    together = decode(records)
+    alone = [decode([r]) for r in records]
+    assert [(d.record.offset, d.reason, d.detail) for d in together.dead] == [
+        (d.record.offset, d.reason, d.detail) for out in alone for d in out.dead
+    ]
+    expected = [int(b.offsets[0]) for out in alone for b in out.batches]
+    assert only_batch(together).offsets.tolist() == expected
+    assert math.isclose(
+        float(np.nansum(only_batch(together).batch.columns["amount"])),
+        sum(float(np.nansum(b.batch.columns["amount"])) for out in alone for b in out.batches),
+    )
+
+
+def test_a_record_holding_two_values_and_a_guessed_separator_is_refused():
+    good = orjson.dumps(event())
+    records = numbered(good, good + b',"z0123456789abcdef",' + good, good)
+    out = decode(records)
+    assert only_batch(out).offsets.tolist() == [0, 2]
+    assert [(d.record.offset, d.reason) for d in out.dead] == [(1, "malformed_json")]
+
+
+def test_nothing_in_nothing_out():
+    out = decode([])
+    assert (out.batches, out.dead, out.consumed) == ([], [], {})
