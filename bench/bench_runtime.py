@@ -22,14 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from driftstream.config import parse_config
@@ -65,6 +68,9 @@ def make_events(n: int) -> list[bytes]:
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    # One partition, created up front: the floor reads partition 0 only.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1)])[topic].result(timeout=15)
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000}
     )
@@ -77,25 +83,38 @@ def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
-    producer.flush(60)
+    if producer.flush(60):
+        raise SystemExit("the broker did not take every event within 60 s")
 
 
-def floor(bootstrap: str, topic: str, n: int, batch: int) -> float:
+def timed_consume(
+    bootstrap: str, topic: str, n: int, batch: int, handle: Callable[[list[Message]], object]
+) -> float:
+    """Events per second of ``handle`` over the first ``n`` events of ``topic``."""
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-floor", "enable.auto.commit": False}
+        {"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False}
     )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    seen, started = 0, None
+    seen, started, deadline = 0, None, time.monotonic() + 300
     while seen < n:
-        messages = consumer.consume(batch, 1.0)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {seen:,} of {n:,} events arrived on {topic}")
+        messages = consumer.consume(batch, 1.0)[: n - seen]
         if started is None and messages:
             started = time.perf_counter()
-        for message in messages:
-            orjson.loads(message.value())
+        handle(messages)
         seen += len(messages)
     elapsed = time.perf_counter() - (started or time.perf_counter())
     consumer.close()
     return n / elapsed
+
+
+def floor(bootstrap: str, topic: str, n: int, batch: int) -> float:
+    def decode(messages: list[Message]) -> None:
+        for message in messages:
+            orjson.loads(message.value())
+
+    return timed_consume(bootstrap, topic, n, batch, decode)
 
 
 def per_event(bootstrap: str, topic: str, n: int, batch: int) -> float:
@@ -103,27 +122,17 @@ def per_event(bootstrap: str, topic: str, n: int, batch: int) -> float:
 
     detectors = {name: (ADWIN(), PageHinkley()) for name in REFERENCE_NUMERIC}
     counts: dict[str, dict[str, int]] = {name: {} for name in REFERENCE_CATEGORICAL}
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-naive", "enable.auto.commit": False}
-    )
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    seen, started = 0, None
-    while seen < n:
-        messages = consumer.consume(batch, 1.0)
-        if started is None and messages:
-            started = time.perf_counter()
-        for message in messages[: n - seen]:
-            event = json.loads(message.value())
-            features = event["features"]
+
+    def update(messages: list[Message]) -> None:
+        for message in messages:
+            features = json.loads(message.value())["features"]
             for name, (adwin, ph) in detectors.items():
                 adwin.update(features[name])
                 ph.update(features[name])
             for name, table in counts.items():
                 table[features[name]] = table.get(features[name], 0) + 1
-        seen += len(messages)
-    elapsed = time.perf_counter() - (started or time.perf_counter())
-    consumer.close()
-    return min(seen, n) / elapsed
+
+    return timed_consume(bootstrap, topic, n, batch, update)
 
 
 def driftstream(
@@ -160,7 +169,10 @@ def driftstream(
     while worker.processed == 0:  # the group join is not throughput
         worker.step()
     first, started = worker.processed, time.perf_counter()
+    deadline = time.monotonic() + 300
     while worker.processed < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"driftstream: only {worker.processed:,} of {n:,} events")
         worker.step()
     elapsed = time.perf_counter() - started
     worker.close()
@@ -171,12 +183,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="floor and driftstream runs, interleaved; medians count (default: 3)",
+    )
+    parser.add_argument(
         "--naive-events",
         type=int,
         default=50_000,
         help="events for the slow per-event pipeline (default: 50000)",
     )
-    parser.add_argument("--batch", type=int, default=5000, help="micro-batch size")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=20_000,
+        help="micro-batch size (default: 20000, as the config's default)",
+    )
     args = parser.parse_args()
     with (
         kafka_service(os.environ) as bootstrap,
@@ -188,26 +211,36 @@ def main() -> None:
         values = make_events(args.events)
         size = sum(map(len, values)) / len(values)
         produce(bootstrap, topic, values)
-        print("measuring ...", file=sys.stderr)
-        floor_eps = floor(bootstrap, topic, args.events, args.batch)
-        ours = driftstream(bootstrap, redis_url, topic, args.events, args.batch, Path(tmp))
+        floors, ours = [], []
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number}/{args.rounds} ...", file=sys.stderr)
+            floors.append(floor(bootstrap, topic, args.events, args.batch))
+            ours.append(
+                driftstream(bootstrap, redis_url, topic, args.events, args.batch, Path(tmp))
+            )
         naive = per_event(bootstrap, topic, min(args.naive_events, args.events), args.batch)
-    print(f"reference event: 10 numeric + 2 categorical features + score, {size:.0f} bytes")
-    print(f"{'pipeline':<44}{'events/s':>12}{'vs floor':>10}")
-    for name, eps in (
-        ("floor: consume + orjson decode", floor_eps),
-        ("driftstream: every monitor + Redis commits", ours),
-        ("per-event: json + river loop per feature", naive),
-    ):
-        print(f"{name:<44}{eps:>12,.0f}{eps / floor_eps:>9.2f}x")
+    floor_eps, ours_eps = statistics.median(floors), statistics.median(ours)
+    print(
+        f"reference event: 10 numeric + 2 categorical features + score, {size:.0f} bytes; "
+        f"{args.events:,} events, batches of {args.batch:,}, median of {args.rounds} rounds"
+    )
+    print(f"{'pipeline':<44}{'events/s':>12}{'vs floor':>10}   rounds")
+    rows = (
+        ("floor: consume + orjson decode", floor_eps, floors),
+        ("driftstream: every monitor + Redis commits", ours_eps, ours),
+        ("per-event: json + river loop per feature", naive, [naive]),
+    )
+    for name, eps, runs in rows:
+        each = ", ".join(f"{r:,.0f}" for r in runs)
+        print(f"{name:<44}{eps:>12,.0f}{eps / floor_eps:>9.2f}x   {each}")
     print(
         json.dumps(
             {
                 "floor_events_per_s": round(floor_eps),
-                "driftstream_events_per_s": round(ours),
-                "ratio": round(ours / floor_eps, 3),
+                "driftstream_events_per_s": round(ours_eps),
+                "ratio": round(ours_eps / floor_eps, 3),
                 "per_event_events_per_s": round(naive),
-                "driftstream_vs_per_event": round(ours / naive, 2),
+                "driftstream_vs_per_event": round(ours_eps / naive, 2),
             }
         )
     )

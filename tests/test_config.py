@@ -164,7 +164,7 @@ def test_runtime_sections_default_and_keep_secrets_out_of_reprs():
     }
     assert config.redis.url.get_secret_value() == "redis://:pw@r:6379/0"
     assert config.kafka.topics.alerts == "driftstream.alerts"
-    assert config.kafka.batch_size == 5000 and config.metrics.host == "127.0.0.1"
+    assert config.kafka.batch_size == 20_000 and config.metrics.host == "127.0.0.1"
 
 
 def test_runtime_section_errors_name_the_key():

@@ -18,7 +18,10 @@ per million). ADWIN at river's ``delta=0.002`` raised 3 false alarms in
 monitors use ``delta=1e-5``: none in 10M, at the cost of detecting a
 0.25 sd shift after about 550 events instead of 300. Over 100M no-drift
 points each detector, with these defaults, raised one false alarm: about
-one per feature per three hours at 10k events/s.
+one per feature per three hours at 10k events/s. ADWIN checks its window
+every ``clock=128`` points rather than river's 32: on 5,000-point batches
+that makes the monitor about a third faster, adds about 100 events of
+delay, and raised no false alarm in 20M points.
 
 Chi-square is not a default statistic: its p-value threshold *is* a false
 alarm rate per window (0.1% of windows at alpha 0.001), which at production
@@ -45,7 +48,7 @@ PREDICTION = "__prediction__"
 SCORE = "__score__"
 
 DEFAULT_ADWIN: Mapping[str, float] = MappingProxyType(
-    {"delta": 1e-5, "clock": 32, "max_buckets": 5, "min_window_length": 5, "grace_period": 10}
+    {"delta": 1e-5, "clock": 128, "max_buckets": 5, "min_window_length": 5, "grace_period": 10}
 )
 DEFAULT_PAGE_HINKLEY: Mapping[str, float | str] = MappingProxyType(
     {"min_instances": 30, "delta": 0.1, "threshold": 75.0, "alpha": 1.0, "mode": "both"}

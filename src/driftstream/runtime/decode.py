@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -150,9 +150,12 @@ _Place = tuple[str, int, str]
 _Fix = Callable[[int, Any], Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed message, as plain data (no Kafka client types)."""
+class Record(NamedTuple):
+    """One consumed message, as plain data (no Kafka client types).
+
+    A named tuple rather than a frozen dataclass: the worker builds one per
+    consumed message, and this builds about three times faster.
+    """
 
     topic: str
     partition: int

@@ -7,6 +7,7 @@ re-sends it later with the same ``alert_id``, so consumers can deduplicate.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -63,24 +64,20 @@ class Relay:
         return sorted(confirmed, key=lambda entry: order[entry.id])
 
     def _produce(self, entry: OutboxEntry, callback: Any) -> None:
+        send = functools.partial(
+            self.producer.produce,
+            entry.topic,
+            value=entry.value,
+            key=entry.key,
+            headers=list(entry.headers),
+            on_delivery=callback,
+        )
         try:
-            self.producer.produce(
-                entry.topic,
-                value=entry.value,
-                key=entry.key,
-                headers=list(entry.headers),
-                on_delivery=callback,
-            )
+            send()
         except BufferError:
             # The local queue is full: make room, then try once more.
             self.producer.poll(1.0)
-            self.producer.produce(
-                entry.topic,
-                value=entry.value,
-                key=entry.key,
-                headers=list(entry.headers),
-                on_delivery=callback,
-            )
+            send()
 
     def _count(self, entry: OutboxEntry) -> None:
         if entry.topic == self.dlq_topic:

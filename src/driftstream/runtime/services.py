@@ -17,11 +17,14 @@ the test fixtures pass ``os.environ``), never read behind its back.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -32,6 +35,7 @@ from typing import Self
 KAFKA_ENV = "DRIFTSTREAM_KAFKA_BOOTSTRAP"
 REDIS_ENV = "DRIFTSTREAM_REDIS_URL"
 TANSU_ENV = "DRIFTSTREAM_TANSU_BIN"
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ServiceError(RuntimeError):
@@ -93,6 +97,18 @@ def _package_file(package: str, *parts: str) -> str | None:
         # A wheel's exec bit may not survive every installer.
         path.chmod(0o755)
     return str(path)
+
+
+def _detach_but_die_with_parent() -> None:
+    """Runs in the child: own session (no terminal signals), killed with its parent.
+
+    A demo or test run killed by SIGTERM or SIGKILL never runs its cleanup;
+    on Linux the kernel then stops the broker and Redis for it.
+    """
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Server:

@@ -160,20 +160,29 @@ class Worker:
         return len(messages)
 
     def _by_unit(self, messages: Sequence[Message]) -> dict[int, list[Record]]:
+        records = [
+            Record(m.topic(), m.partition(), m.offset(), m.key(), m.value())  # type: ignore[arg-type]
+            for m in messages
+            if m.error() is None
+        ]
+        if len(records) < len(messages):
+            for message in messages:
+                if message.error() is not None:
+                    log.warning("consume error: %s", message.error())
         grouped: dict[int, list[Record]] = defaultdict(list)
-        for message in messages:
-            if message.error() is not None:
-                log.warning("consume error: %s", message.error())
-                continue
-            number, topic, offset = message.partition(), message.topic(), message.offset()
-            if number is None or topic is None or offset is None:
-                continue
-            unit = self.units.get(number)
-            # Skip what an earlier commit already covered (a fetch from before a seek).
-            if unit is None or offset < unit.offsets.get(topic, 0):
-                continue
-            grouped[number].append(Record(topic, number, offset, message.key(), message.value()))
-        return grouped
+        for record in records:
+            grouped[record.partition].append(record)
+        return {
+            number: self._unseen(self.units[number], group)
+            for number, group in grouped.items()
+            if number in self.units
+        }
+
+    @staticmethod
+    def _unseen(unit: Unit, records: list[Record]) -> list[Record]:
+        """Drop what an earlier commit already covered (a fetch from before a seek)."""
+        stored = unit.offsets
+        return [r for r in records if r.offset >= stored.get(r.topic, 0)]
 
     def _process(self, unit: Unit, records: list[Record]) -> None:
         decoded = self.decoder.decode(records)
@@ -319,7 +328,5 @@ class Worker:
 
 
 def _next_offsets(records: Sequence[Record]) -> dict[str, int]:
-    offsets: dict[str, int] = {}
-    for record in records:
-        offsets[record.topic] = max(offsets.get(record.topic, 0), record.offset + 1)
-    return offsets
+    # Offsets rise within a topic-partition, so the last record of each topic wins.
+    return {record.topic: record.offset + 1 for record in records}
