@@ -7,6 +7,7 @@ running services instead. ``--containers`` (with a Docker engine and the
 containers; without it, the container-only module is not collected.
 """
 
+import gc
 import os
 import uuid
 
@@ -39,6 +40,9 @@ def kafka_bootstrap(request):
         return
     with kafka_service(os.environ) as bootstrap:
         yield bootstrap
+        # Kafka clients that tests dropped but a reference cycle keeps alive would
+        # outlive the broker and log connection errors after pytest's summary.
+        gc.collect()
 
 
 @pytest.fixture(scope="session")
