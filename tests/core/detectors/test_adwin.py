@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
+from harness import check_restore, feed_in_random_splits, round_trip
 from river import drift
 
 from driftstream.core.detectors import ADWIN
@@ -83,48 +82,20 @@ def test_arbitrary_splits_give_the_same_positions_and_state(adwin_case, seed):
     expected = whole.update_many(values).tolist()
     rng = np.random.default_rng(seed)
     split = ADWIN(**adwin_case.params)
-    hits, pos = [], 0
-    while pos < values.size:
-        size = int(rng.choice([0, 1, 1, 2, 31, 32, 33, 100, 1000, 5000]))
-        chunk = values[pos : pos + size]
-        if size == 1 and rng.random() < 0.5:
-            if split.update(chunk[0]).drift_detected:
-                hits.append(pos)
-        else:
-            hits.extend((split.update_many(chunk) + pos).tolist())
-        pos += chunk.size
+    hits = feed_in_random_splits(split, values, rng, [0, 1, 1, 2, 31, 32, 33, 100, 1000, 5000])
     assert hits == expected
     assert split.to_state() == whole.to_state()
 
 
 @pytest.mark.parametrize("codec", ["json", "orjson"])
 def test_restore_at_half_equals_uninterrupted(adwin_case, codec):
-    check_restore(adwin_case, codec, lambda values, hits: values.size // 2)
+    check_restore(ADWIN, adwin_case, codec, lambda values, hits: values.size // 2)
 
 
 @pytest.mark.parametrize("codec", ["json", "orjson"])
 def test_restore_right_after_a_detection_equals_uninterrupted(adwin_drift_case, codec):
     # The saved detector still owes the reset that river does on the next update.
-    check_restore(adwin_drift_case, codec, lambda values, hits: hits[0] + 1)
-
-
-def check_restore(case: Any, codec: str, cut_at: Any) -> None:
-    values = case.values()
-    whole = ADWIN(**case.params)
-    expected = whole.update_many(values).tolist()
-    cut = cut_at(values, expected)
-    first = ADWIN(**case.params)
-    hits = first.update_many(values[:cut]).tolist()
-    restored = ADWIN.from_state(round_trip(first.to_state(), codec))
-    hits += (restored.update_many(values[cut:]) + cut).tolist()
-    assert hits == expected
-    assert restored.to_state() == whole.to_state()
-
-
-def round_trip(state: dict[str, Any], codec: str) -> dict[str, Any]:
-    if codec == "json":
-        return json.loads(json.dumps(state, allow_nan=False))
-    return orjson.loads(orjson.dumps(state))
+    check_restore(ADWIN, adwin_drift_case, codec, lambda values, hits: hits[0] + 1)
 
 
 def plain(value: Any) -> bool:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
+from harness import check_restore, feed_in_random_splits, round_trip
 from river import drift
 
 from driftstream.core.detectors import PageHinkley
@@ -88,29 +87,20 @@ def test_arbitrary_splits_give_the_same_positions_and_state(ph_case, seed):
     expected = whole.update_many(values).tolist()
     rng = np.random.default_rng(seed)
     split = PageHinkley(**ph_case.params)
-    hits, pos = [], 0
-    while pos < values.size:
-        size = int(rng.choice([0, 1, 1, 2, 15, 16, 17, 255, 1000, 4097]))
-        chunk = values[pos : pos + size]
-        if size == 1 and rng.random() < 0.5:
-            if split.update(chunk[0]).drift_detected:
-                hits.append(pos)
-        else:
-            hits.extend((split.update_many(chunk) + pos).tolist())
-        pos += chunk.size
+    hits = feed_in_random_splits(split, values, rng, [0, 1, 1, 2, 15, 16, 17, 255, 1000, 4097])
     assert hits == expected
     assert split.to_state() == whole.to_state()
 
 
 @pytest.mark.parametrize("codec", ["json", "orjson"])
 def test_restore_at_half_equals_uninterrupted(ph_case, codec):
-    check_restore(ph_case, codec, lambda values, hits: values.size // 2)
+    check_restore(PageHinkley, ph_case, codec, lambda values, hits: values.size // 2)
 
 
 @pytest.mark.parametrize("codec", ["json", "orjson"])
 def test_restore_right_after_a_detection_equals_uninterrupted(ph_drift_case, codec):
     # The saved detector still owes the reset that river does on the next update.
-    check_restore(ph_drift_case, codec, lambda values, hits: hits[0] + 1)
+    check_restore(PageHinkley, ph_drift_case, codec, lambda values, hits: hits[0] + 1)
 
 
 def test_restore_before_the_first_point_keeps_the_infinite_minimum():
@@ -119,25 +109,6 @@ def test_restore_before_the_first_point_keeps_the_infinite_minimum():
     restored = PageHinkley.from_state(state)
     values = np.random.default_rng(3).normal(size=3000) + np.repeat([0.0, 3.0], 1500)
     assert restored.update_many(values).tolist() == PageHinkley().update_many(values).tolist()
-
-
-def check_restore(case: Any, codec: str, cut_at: Any) -> None:
-    values = case.values()
-    whole = PageHinkley(**case.params)
-    expected = whole.update_many(values).tolist()
-    cut = cut_at(values, expected)
-    first = PageHinkley(**case.params)
-    hits = first.update_many(values[:cut]).tolist()
-    restored = PageHinkley.from_state(round_trip(first.to_state(), codec))
-    hits += (restored.update_many(values[cut:]) + cut).tolist()
-    assert hits == expected
-    assert restored.to_state() == whole.to_state()
-
-
-def round_trip(state: dict[str, Any], codec: str) -> dict[str, Any]:
-    if codec == "json":
-        return json.loads(json.dumps(state, allow_nan=False))
-    return orjson.loads(orjson.dumps(state))
 
 
 def test_state_is_plain_bounded_json_data():

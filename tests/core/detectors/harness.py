@@ -1,0 +1,49 @@
+"""Checks shared by the ADWIN and Page-Hinkley tests: splits and save/restore."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+
+def feed_in_random_splits(
+    detector: Any, values: np.ndarray, rng: np.random.Generator, sizes: Sequence[int]
+) -> list[int]:
+    """Detections when ``values`` arrive in random chunks, some through ``update``."""
+    hits, pos = [], 0
+    while pos < values.size:
+        size = int(rng.choice(sizes))
+        chunk = values[pos : pos + size]
+        if size == 1 and rng.random() < 0.5:
+            if detector.update(chunk[0]).drift_detected:
+                hits.append(pos)
+        else:
+            hits.extend((detector.update_many(chunk) + pos).tolist())
+        pos += chunk.size
+    return hits
+
+
+def check_restore(
+    cls: Any, case: Any, codec: str, cut_at: Callable[[np.ndarray, list[int]], int]
+) -> None:
+    """Save at ``cut_at``, restore through ``codec``, continue: same as never stopping."""
+    values = case.values()
+    whole = cls(**case.params)
+    expected = whole.update_many(values).tolist()
+    cut = cut_at(values, expected)
+    first = cls(**case.params)
+    hits = first.update_many(values[:cut]).tolist()
+    restored = cls.from_state(round_trip(first.to_state(), codec))
+    hits += (restored.update_many(values[cut:]) + cut).tolist()
+    assert hits == expected
+    assert restored.to_state() == whole.to_state()
+
+
+def round_trip(state: dict[str, Any], codec: str) -> dict[str, Any]:
+    if codec == "json":
+        return json.loads(json.dumps(state, allow_nan=False))
+    return orjson.loads(orjson.dumps(state))
