@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from driftstream.config import Config, monitor_settings, read_baseline
-from driftstream.core.baseline import BaselineProfile, NumericProfile
+from driftstream.core.baseline import BaselineProfile
 from driftstream.core.monitor import ModelMonitor
-from driftstream.core.settings import NUMERIC, PREDICTION, SCORE, MonitorSettings
+from driftstream.core.settings import PREDICTION, SCORE, MonitorSettings
 from driftstream.runtime.decode import ModelColumns
 
 PREDICTIONS = "predictions"
@@ -36,19 +36,13 @@ class ModelSpec:
         return ModelMonitor.from_state(self.settings[role], self.baseline, state)
 
     def columns(self) -> ModelColumns:
-        features = self.settings[PREDICTIONS].features
-        prediction = self.baseline.prediction
-        return ModelColumns(
-            numeric=tuple(f.name for f in features if f.kind == NUMERIC and not _output(f.name)),
-            categorical=tuple(
-                f.name for f in features if f.kind != NUMERIC and not _output(f.name)
-            ),
-            prediction_kind=None
-            if prediction is None
-            else "numeric"
-            if isinstance(prediction, NumericProfile)
-            else "categorical",
-            has_score=self.baseline.score is not None,
+        """The baseline's columns to decode, less features the config turned off."""
+        watched = {f.name for f in self.settings[PREDICTIONS].features}
+        full = ModelColumns.from_baseline(self.baseline)
+        return replace(
+            full,
+            numeric=tuple(name for name in full.numeric if name in watched),
+            categorical=tuple(name for name in full.categorical if name in watched),
         )
 
 
