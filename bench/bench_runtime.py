@@ -43,14 +43,14 @@ from driftstream.synthetic import (
     REFERENCE_CATEGORICAL,
     REFERENCE_MODEL_ID,
     REFERENCE_NUMERIC,
+    feature_rows,
     reference_frame,
 )
 
 
 def make_events(n: int) -> list[bytes]:
     data = reference_frame(n, seed=2)
-    columns = {k: v.tolist() for k, v in data.items()}
-    names = (*REFERENCE_NUMERIC, *REFERENCE_CATEGORICAL)
+    rows = feature_rows(data, (*REFERENCE_NUMERIC, *REFERENCE_CATEGORICAL))
     return [
         orjson.dumps(
             {
@@ -58,12 +58,14 @@ def make_events(n: int) -> list[bytes]:
                 "model_id": REFERENCE_MODEL_ID,
                 "model_version": "v1",
                 "ts": 1_767_225_600.0 + i * 0.001,
-                "features": {name: columns[name][i] for name in names},
-                "prediction": columns["prediction"][i],
-                "score": columns["score"][i],
+                "features": features,
+                "prediction": prediction,
+                "score": score,
             }
         )
-        for i in range(n)
+        for i, (features, prediction, score) in enumerate(
+            zip(rows, data["prediction"].tolist(), data["score"].tolist(), strict=True)
+        )
     ]
 
 

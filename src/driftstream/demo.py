@@ -151,24 +151,17 @@ def _produce(config: Config, events: int, drift_at: int, seed: int) -> float | N
     return START_TS + drift_at * EVENT_SPACING if drift_at < events else None
 
 
-def _rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
-    names = (*synthetic.NUMERIC_FEATURES, *synthetic.CATEGORICAL_FEATURES)
-    columns = {name: data[name].tolist() for name in names}
-    size = len(data["score"])
+def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for i in range(size):
-        features = {}
-        for name in names:
-            value = columns[name][i]
-            features[name] = None if value != value else value  # NaN -> null
+    for features, prediction, score in zip(
+        synthetic.feature_rows(data),
+        data["prediction"].tolist(),
+        data["score"].tolist(),
+        strict=True,
+    ):
+        # A JSON boolean, as a model server would send it.
         features["is_new_customer"] = features["is_new_customer"] == "true"
-        rows.append(
-            {
-                "features": features,
-                "prediction": data["prediction"][i],
-                "score": float(data["score"][i]),
-            }
-        )
+        rows.append({"features": features, "prediction": prediction, "score": score})
     return rows
 
 

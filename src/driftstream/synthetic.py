@@ -8,7 +8,8 @@ demo know exactly which features should alert.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -72,6 +73,18 @@ def _choice(rng: np.random.Generator, n: int, shifted: set[str], name: str) -> n
         values[rng.random(n) < 0.3] = "MX"
     values[rng.random(n) < 0.02] = None
     return values
+
+
+def feature_rows(
+    data: dict[str, np.ndarray],
+    names: Sequence[str] = (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES),
+) -> list[dict[str, Any]]:
+    """Each row's ``names`` as the ``features`` object of an event; NaN becomes null."""
+    columns = [data[name].tolist() for name in names]
+    return [
+        {name: None if value != value else value for name, value in zip(names, row, strict=True)}
+        for row in zip(*columns, strict=True)
+    ]
 
 
 def monitor_columns(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -3,7 +3,6 @@
 import time
 from pathlib import Path
 
-import numpy as np
 import orjson
 import redis
 import yaml
@@ -13,7 +12,7 @@ from driftstream.config import load_config
 from driftstream.core.baseline import build_profile
 from driftstream.runtime.app import create_topics
 from driftstream.runtime.store import PartitionStore, stores_for_group
-from driftstream.synthetic import CATEGORICAL_FEATURES, NUMERIC_FEATURES, frame
+from driftstream.synthetic import feature_rows, frame
 
 START_TS = 1_767_225_600.0
 DRIFTED = ("amount", "country")
@@ -76,30 +75,27 @@ def events(n_stable, n_drifted, seed, model_id="fraud-detector", start=0):
     parts = [frame(n_stable, seed)]
     if n_drifted:
         parts.append(frame(n_drifted, seed + 1000, drift=DRIFTED))
-    values = []
-    index = start
-    for part in parts:
-        columns = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in part.items()}
-        for i in range(len(columns["score"])):
-            features = {}
-            for name in (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES):
-                value = columns[name][i]
-                features[name] = None if value != value else value
-            values.append(
-                orjson.dumps(
-                    {
-                        "event_id": f"{model_id}-{index}",
-                        "model_id": model_id,
-                        "model_version": "v1",
-                        "ts": START_TS + index * 0.01,
-                        "features": features,
-                        "prediction": columns["prediction"][i],
-                        "score": columns["score"][i],
-                    }
-                )
-            )
-            index += 1
-    return values
+    rows = [
+        (features, prediction, score)
+        for part in parts
+        for features, prediction, score in zip(
+            feature_rows(part), part["prediction"].tolist(), part["score"].tolist(), strict=True
+        )
+    ]
+    return [
+        orjson.dumps(
+            {
+                "event_id": f"{model_id}-{index}",
+                "model_id": model_id,
+                "model_version": "v1",
+                "ts": START_TS + index * 0.01,
+                "features": features,
+                "prediction": prediction,
+                "score": score,
+            }
+        )
+        for index, (features, prediction, score) in enumerate(rows, start)
+    ]
 
 
 def produce(bootstrap, topic, values, key, partition=None):
