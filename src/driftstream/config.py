@@ -136,6 +136,9 @@ class TopicsConfig(Frozen):
     features: str = "driftstream.features"
     alerts: str = "driftstream.alerts"
     dlq: str = "driftstream.dlq"
+    # Internal: with routing "repartition", every input event is forwarded
+    # here keyed by model_id, and the monitors read only this topic.
+    repartition: str = "driftstream.repartition"
 
 
 class KafkaConfig(Frozen):
@@ -150,6 +153,10 @@ class KafkaConfig(Frozen):
     client: dict[str, ClientValue] = {"bootstrap.servers": "127.0.0.1:9092"}
     group_id: str = "driftstream"
     topics: TopicsConfig = TopicsConfig()
+    # by_key: producers key every event by model_id with the murmur2
+    # partitioner (fastest). repartition: producers key by anything; the
+    # worker forwards each event to topics.repartition keyed by model_id.
+    routing: Literal["by_key", "repartition"] = "by_key"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     # Most events per micro-batch. At live rates the timeout cuts batches

@@ -45,10 +45,13 @@ def check_kafka(config: Config) -> None:
 
 
 def create_topics(config: Config) -> dict[str, str]:
-    """Create the input, alerts and dead-letter topics; returns topic -> outcome."""
+    """Create the input, alerts, dead-letter (and repartition) topics; returns topic -> outcome."""
     kafka = config.kafka
     admin = AdminClient(kafka.shared_settings())
-    names = [kafka.topics.predictions, kafka.topics.features, kafka.topics.alerts, kafka.topics.dlq]
+    topics = kafka.topics
+    names = [topics.predictions, topics.features, topics.alerts, topics.dlq]
+    if kafka.routing == "repartition":
+        names.append(topics.repartition)
     new = [
         NewTopic(name, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor)
         for name in names
