@@ -15,11 +15,12 @@ not count towards resolving the episode.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from driftstream.core.findings import DRIFT, RESOLVED
 from driftstream.core.settings import EpisodeSettings
-from driftstream.core.state import STATE_VERSION, check_state
+from driftstream.core.state import STATE_VERSION, StatePath, StateReader
 from driftstream.core.stats import beyond
 
 
@@ -63,10 +64,13 @@ class WindowEpisodes:
         }
 
     @classmethod
-    def from_state(cls, settings: EpisodeSettings, state: dict[str, Any]) -> WindowEpisodes:
-        check_state(state, "window_episodes", ["open"])
+    def from_state(
+        cls, settings: EpisodeSettings, state: Mapping[str, Any], at: StatePath | None = None
+    ) -> WindowEpisodes:
+        """Rebuild episodes saved by :meth:`to_state`; ValueError names the key at fault."""
+        reader = StateReader(state, "window_episodes", ["open"], at or StatePath("episodes"))
         episodes = cls(settings)
-        episodes._calm = {str(k): int(v) for k, v in state["open"].items()}
+        episodes._calm = reader.count_map("open")
         return episodes
 
 
@@ -112,8 +116,11 @@ class DetectorEpisodes:
         }
 
     @classmethod
-    def from_state(cls, settings: EpisodeSettings, state: dict[str, Any]) -> DetectorEpisodes:
-        check_state(state, "detector_episodes", ["open"])
+    def from_state(
+        cls, settings: EpisodeSettings, state: Mapping[str, Any], at: StatePath | None = None
+    ) -> DetectorEpisodes:
+        """Rebuild episodes saved by :meth:`to_state`; ValueError names the key at fault."""
+        reader = StateReader(state, "detector_episodes", ["open"], at or StatePath("episodes"))
         episodes = cls(settings)
-        episodes._last = {str(k): int(v) for k, v in state["open"].items()}
+        episodes._last = reader.count_map("open")
         return episodes

@@ -49,6 +49,9 @@ from driftstream.core.detectors import ADWIN, PageHinkley
 from driftstream.core.episodes import DetectorEpisodes, WindowEpisodes
 from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, Finding
 from driftstream.core.settings import (
+    ADWIN as ADWIN_NAME,
+)
+from driftstream.core.settings import (
     CATEGORICAL,
     DEFAULT_CATEGORICAL_STATISTICS,
     DEFAULT_NUMERIC_STATISTICS,
@@ -62,10 +65,23 @@ from driftstream.core.settings import (
     StatisticSetting,
 )
 from driftstream.core.sketches import CategorySketch, NumericSketch, sketch_from_state
-from driftstream.core.state import STATE_VERSION, check_state
+from driftstream.core.state import STATE_VERSION, StatePath, StateReader
 from driftstream.core.windows import Bounds, Clock, CountClock, TimeClock, clock_from_state
 
-_MONITOR_KEYS = ("model_id", "events", "clock", "window_episodes", "detector_episodes", "features")
+_MONITOR_KEYS = (
+    "model_id",
+    "model_version",
+    "events",
+    "clock",
+    "window_episodes",
+    "detector_episodes",
+    "features",
+)
+_WATCH_KEYS = ("sketch", "previous", "detectors", "recent")
+_DETECTOR_CLASSES: dict[str, type[ADWIN] | type[PageHinkley]] = {
+    ADWIN_NAME: ADWIN,
+    PAGE_HINKLEY: PageHinkley,
+}
 RECENT = 64  # values behind a detector finding's reported level
 SQRT12 = math.sqrt(12.0)
 Profile = NumericProfile | CategoricalProfile
@@ -190,14 +206,40 @@ class FeatureWatch:
             "recent": self.recent.tolist(),
         }
 
-    def restore(self, state: Mapping[str, Any]) -> None:
-        self.sketch = sketch_from_state(state["sketch"])
-        previous = state["previous"]
-        self.previous = None if previous is None else sketch_from_state(previous)
-        for name, detector_state in state["detectors"].items():
-            cls = PageHinkley if name == PAGE_HINKLEY else ADWIN
-            self.detectors[name] = cls.from_state(detector_state)
-        self.recent = np.asarray(state["recent"], dtype=np.float64)
+    def restore(self, state: Mapping[str, Any], at: StatePath) -> None:
+        """Load this column's part of a monitor state; ValueError names the key at fault.
+
+        The settings decide which detectors run: a saved detector the
+        settings no longer list is dropped, a newly listed one starts fresh.
+        """
+        reader = StateReader(state, None, _WATCH_KEYS, at)
+        self.sketch = self._restored_sketch(reader.raw("sketch"), reader.child("sketch"))
+        previous = reader.raw("previous")
+        if previous is not None:
+            self.previous = self._restored_sketch(previous, reader.child("previous"))
+        for name, detector_state in reader.mapping("detectors").items():
+            cls = _DETECTOR_CLASSES.get(name)
+            if cls is None:
+                reader.fail("detectors", f"names an unknown detector {name!r}")
+            if name in self.detectors:
+                where = reader.child("detectors") / name
+                self.detectors[name] = cls.from_state(detector_state, where)
+        recent = reader.numbers("recent")
+        if len(recent) > RECENT:
+            reader.fail("recent", f"must hold at most {RECENT} values, got {len(recent)}")
+        self.recent = np.asarray(recent, dtype=np.float64)
+
+    def _restored_sketch(self, state: Any, at: StatePath) -> Sketch:
+        """A saved sketch, refused unless it fits this column's baseline."""
+        sketch = sketch_from_state(state, at)
+        if isinstance(self.profile, NumericProfile):
+            if not isinstance(sketch, NumericSketch):
+                at.wrong("kind", "'numeric' for a numeric column", sketch.to_state()["kind"])
+            if sketch.edges.tolist() != list(self.profile.edges):
+                at.fail("edges", "differ from the baseline's: saved with another baseline")
+        elif not isinstance(sketch, CategorySketch):
+            at.wrong("kind", "'categorical' for a categorical column", "numeric")
+        return sketch
 
 
 def _new_detector(name: str, settings: MonitorSettings) -> Detector:
@@ -356,22 +398,33 @@ class ModelMonitor:
 
     @classmethod
     def from_state(
-        cls, settings: MonitorSettings, baseline: BaselineProfile, state: Mapping[str, Any]
+        cls,
+        settings: MonitorSettings,
+        baseline: BaselineProfile,
+        state: Mapping[str, Any],
+        at: StatePath | None = None,
     ) -> ModelMonitor:
-        """Rebuild a monitor from ``to_state()`` output and the same settings."""
-        _check_state(state, settings)
+        """Rebuild a monitor from ``to_state()`` output and the same settings.
+
+        Every part is read strictly; a ValueError names the key path at
+        fault. The settings decide which columns are watched: a saved column
+        they no longer list is dropped, a newly listed one starts fresh.
+        """
+        reader = StateReader(state, "model_monitor", _MONITOR_KEYS, at or StatePath("monitor"))
+        _check_model(reader, settings)
         monitor = cls(settings, baseline)
-        monitor.events = int(state["events"])
-        monitor.clock = clock_from_state(state["clock"])
+        monitor.events = reader.count("events")
+        monitor.clock = clock_from_state(reader.raw("clock"), reader.child("clock"))
         monitor.window_episodes = WindowEpisodes.from_state(
-            settings.episodes, state["window_episodes"]
+            settings.episodes, reader.raw("window_episodes"), reader.child("window_episodes")
         )
         monitor.detector_episodes = DetectorEpisodes.from_state(
-            settings.episodes, state["detector_episodes"]
+            settings.episodes, reader.raw("detector_episodes"), reader.child("detector_episodes")
         )
-        for name, watch_state in state["features"].items():
+        features = reader.child("features")
+        for name, watch_state in reader.mapping("features").items():
             if name in monitor.watches:
-                monitor.watches[name].restore(watch_state)
+                monitor.watches[name].restore(watch_state, features / name)
         return monitor
 
 
@@ -412,8 +465,10 @@ def _recent_mean(values: npt.NDArray[np.float64], stop: int) -> float:
     return float(np.mean(window)) if len(window) else math.nan
 
 
-def _check_state(state: Mapping[str, Any], settings: MonitorSettings) -> None:
-    check_state(state, "model_monitor", _MONITOR_KEYS)
-    if state["model_id"] != settings.model_id:
-        msg = f"monitor state is for model {state['model_id']!r}, not {settings.model_id!r}"
+def _check_model(reader: StateReader, settings: MonitorSettings) -> None:
+    model_id = reader.text("model_id")
+    if model_id != settings.model_id:
+        msg = f"monitor state is for model {model_id!r}, not {settings.model_id!r}"
         raise ValueError(msg)
+    # The version is a label from the settings, which may change between runs.
+    reader.text("model_version")

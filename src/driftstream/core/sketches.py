@@ -19,31 +19,30 @@ import numpy.typing as npt
 
 from driftstream.core.baseline import category_label
 from driftstream.core.binning import FloatArray, IntArray, bin_counts, validate_edges
-from driftstream.core.state import STATE_VERSION, check_state
+from driftstream.core.state import STATE_VERSION, StatePath, StateReader, read_kind
 
 OTHER_KEY = "__other__"
 """Name of the trailing element of :meth:`CategorySketch.vector`."""
+
+MOMENT_LIMIT = 1e100
+"""Values enter a numeric sketch's moments clipped to ``[-MOMENT_LIMIT, MOMENT_LIMIT]``.
+
+Any finite double is a valid value, but the square of a deviation of 1e200
+is not a finite double: one such value would turn the sum of squares into
+infinity, which JSON cannot hold. Clipped deviations stay below 2e100 and
+their squares below 4e200, so the sums stay finite for 1e107 values. No
+measured quantity comes near the limit; counts, ``min`` and ``max`` keep the
+exact values.
+"""
+# A restored state may claim at most this much per value, with room for the
+# rounding of merges, so continuing from it can never overflow either.
+_SUM_PER_VALUE = 4 * MOMENT_LIMIT
+_SUMSQ_PER_VALUE = _SUM_PER_VALUE**2
 
 
 def _is_int(value: object) -> bool:
     # bool is an int subclass, but a bool count is always a corrupt state
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _count_field(state: Mapping[str, Any], key: str) -> int:
-    value = state[key]
-    if not _is_int(value) or value < 0:
-        msg = f"sketch state key {key!r} must be a non-negative int, got {value!r}"
-        raise ValueError(msg)
-    return int(value)
-
-
-def _float_field(state: Mapping[str, Any], key: str) -> float:
-    value = state[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        msg = f"sketch state key {key!r} must be a finite number, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
 
 
 def _running_sum(start: float, values: FloatArray) -> float:
@@ -65,7 +64,8 @@ class NumericSketch:
     so one bad value cannot poison a window's mean.
 
     Moments are running sums of ``x - shift`` and its square, where
-    ``shift`` is the first value the sketch saw: shifting avoids the
+    ``shift`` is the first value the sketch saw, all values clipped to
+    ``±MOMENT_LIMIT`` so the sums stay finite whatever the input: shifting avoids the
     cancellation of a plain sum of squares on data far from zero (the
     "shifted data" algorithm, Chan, Golub & LeVeque, "Algorithms for
     computing the sample variance", 1983). The sums are added strictly in
@@ -131,9 +131,10 @@ class NumericSketch:
         return column[~mask]
 
     def _absorb(self, kept: FloatArray) -> None:
+        clipped = np.clip(kept, -MOMENT_LIMIT, MOMENT_LIMIT)
         if self.count == 0:
-            self._shift = float(kept[0])
-        deviations = kept - self._shift
+            self._shift = float(clipped[0])
+        deviations = clipped - self._shift
         self._sum = _running_sum(self._sum, deviations)
         self._sumsq = _running_sum(self._sumsq, deviations * deviations)
         self._counts += bin_counts(self.edges, kept)
@@ -229,58 +230,58 @@ class NumericSketch:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Self:
+    def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> Self:
         """Rebuild a sketch saved by :meth:`to_state`; ValueError names a bad key."""
-        keys = (
-            "edges",
-            "counts",
-            "shift",
-            "sum",
-            "sumsq",
-            "min",
-            "max",
-            "null_count",
-            "nonfinite_count",
-        )
-        check_state(state, "numeric", keys)
+        reader = StateReader(state, "numeric", _NUMERIC_KEYS, at or StatePath("sketch"))
+        edges = reader.numbers("edges")
         try:
-            sketch = cls(state["edges"])
-        except (TypeError, ValueError) as err:
-            msg = f"sketch state key 'edges' is invalid: {err}"
-            raise ValueError(msg) from err
-        sketch._counts = _load_counts(state, sketch.edges.size + 1)
-        sketch._shift = _float_field(state, "shift")
-        sketch._sum = _float_field(state, "sum")
-        sketch._sumsq = _float_field(state, "sumsq")
-        if sketch._sumsq < 0:
-            msg = f"sketch state key 'sumsq' must be >= 0, got {sketch._sumsq!r}"
-            raise ValueError(msg)
-        sketch._min, sketch._max = _load_range(state, empty=sketch.count == 0)
-        sketch._null_count = _count_field(state, "null_count")
-        sketch._nonfinite_count = _count_field(state, "nonfinite_count")
+            sketch = cls(edges)
+        except ValueError as err:
+            reader.fail("edges", f"is invalid: {err}")
+        sketch._counts = np.array(reader.counts("counts", sketch.edges.size + 1), dtype=np.int64)
+        sketch._null_count = reader.count("null_count")
+        sketch._nonfinite_count = reader.count("nonfinite_count")
+        sketch._shift, sketch._sum, sketch._sumsq = _load_moments(reader, sketch.count)
+        sketch._min, sketch._max = _load_range(reader, empty=sketch.count == 0)
         return sketch
 
 
-def _load_counts(state: Mapping[str, Any], size: int) -> IntArray:
-    counts = state["counts"]
-    valid = isinstance(counts, list) and len(counts) == size
-    if not valid or not all(_is_int(c) and c >= 0 for c in counts):
-        msg = f"sketch state key 'counts' must be {size} non-negative ints, got {counts!r}"
-        raise ValueError(msg)
-    return np.array(counts, dtype=np.int64)
+_NUMERIC_KEYS = (
+    "edges",
+    "counts",
+    "shift",
+    "sum",
+    "sumsq",
+    "min",
+    "max",
+    "null_count",
+    "nonfinite_count",
+)
 
 
-def _load_range(state: Mapping[str, Any], *, empty: bool) -> tuple[float, float]:
+def _load_moments(reader: StateReader, count: int) -> tuple[float, float, float]:
+    shift, total, sumsq = reader.number("shift"), reader.number("sum"), reader.number("sumsq")
+    if abs(shift) > MOMENT_LIMIT:
+        reader.fail("shift", f"must be within ±{MOMENT_LIMIT:g}, got {shift!r}")
+    if abs(total) > count * _SUM_PER_VALUE:
+        reader.fail("sum", f"is too large for {count} values: {total!r}")
+    if not 0 <= sumsq <= count * _SUMSQ_PER_VALUE:
+        reader.fail("sumsq", f"must be >= 0 and fit {count} values, got {sumsq!r}")
+    return shift, total, sumsq
+
+
+def _load_range(reader: StateReader, *, empty: bool) -> tuple[float, float]:
+    low, high = reader.optional_number("min"), reader.optional_number("max")
     if empty:
-        for key in ("min", "max"):
-            if state[key] is not None:
-                msg = f"sketch state key {key!r} must be None when counts are all zero"
-                raise ValueError(msg)
+        for key, value in (("min", low), ("max", high)):
+            if value is not None:
+                reader.fail(key, "must be None when counts are all zero")
         return math.inf, -math.inf
-    low, high = _float_field(state, "min"), _float_field(state, "max")
+    if low is None or high is None:
+        key = "min" if low is None else "max"
+        reader.fail(key, "must be a finite number, got None")
     if low > high:
-        msg = f"sketch state key 'min' ({low!r}) exceeds 'max' ({high!r})"
-        raise ValueError(msg)
+        reader.fail("min", f"({low!r}) exceeds 'max' ({high!r})")
     return low, high
 
 
@@ -471,50 +472,37 @@ class CategorySketch:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Self:
+    def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> Self:
         """Rebuild a sketch saved by :meth:`to_state`; ValueError names a bad key."""
         keys = ("cap", "categories", "counts", "other_count", "null_count")
-        check_state(state, "categorical", keys)
-        seeds = state["categories"]
-        if not isinstance(seeds, list) or not all(isinstance(s, str) for s in seeds):
-            msg = f"sketch state key 'categories' must be a list of str, got {seeds!r}"
-            raise ValueError(msg)
+        reader = StateReader(state, "categorical", keys, at or StatePath("sketch"))
+        cap, seeds = reader.count("cap", minimum=1), reader.texts("categories")
+        if len(set(seeds)) != len(seeds):
+            reader.fail("categories", f"must not repeat a name, got {seeds!r}")
         try:
-            sketch = cls(_count_field(state, "cap"), seeds)
+            sketch = cls(cap, seeds)
         except ValueError as err:
-            msg = f"sketch state key 'cap' or 'categories' is invalid: {err}"
-            raise ValueError(msg) from err
-        sketch._counts = _load_category_counts(state, sketch)
-        sketch._other_count = _count_field(state, "other_count")
-        sketch._null_count = _count_field(state, "null_count")
+            reader.fail("categories", f"is invalid: {err}")
+        counts = reader.count_map("counts")
+        if len(counts) > sketch.cap or not set(sketch.categories) <= counts.keys():
+            reader.fail("counts", "must hold every seeded category and at most cap names")
+        sketch._counts = counts
+        sketch._other_count = reader.count("other_count")
+        sketch._null_count = reader.count("null_count")
         return sketch
 
 
-def _load_category_counts(state: Mapping[str, Any], sketch: CategorySketch) -> dict[str, int]:
-    counts = state["counts"]
-    if not isinstance(counts, dict) or not all(
-        isinstance(k, str) and _is_int(v) and v >= 0 for k, v in counts.items()
-    ):
-        msg = f"sketch state key 'counts' must map str to non-negative int, got {counts!r}"
-        raise ValueError(msg)
-    if len(counts) > sketch.cap or not set(sketch.categories) <= counts.keys():
-        msg = "sketch state key 'counts' must hold every seeded category and at most cap names"
-        raise ValueError(msg)
-    return dict(counts)
-
-
-def sketch_from_state(state: Mapping[str, Any]) -> NumericSketch | CategorySketch:
+def sketch_from_state(
+    state: Mapping[str, Any], at: StatePath | None = None
+) -> NumericSketch | CategorySketch:
     """Rebuild whichever sketch ``state["kind"]`` names.
 
     >>> sketch_from_state(CategorySketch(cap=3).to_state()).cap
     3
     """
+    at = at or StatePath("sketch")
     kinds: dict[str, type[NumericSketch] | type[CategorySketch]] = {
         "numeric": NumericSketch,
         "categorical": CategorySketch,
     }
-    kind = state.get("kind") if isinstance(state, Mapping) else None
-    if not isinstance(kind, str) or kind not in kinds:
-        msg = f"sketch state key 'kind' must be one of {sorted(kinds)}, got {kind!r}"
-        raise ValueError(msg)
-    return kinds[kind].from_state(state)
+    return kinds[read_kind(state, kinds, at)].from_state(state, at)

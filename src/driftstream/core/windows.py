@@ -22,13 +22,14 @@ counted in the open window; ``late`` counts how many did.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from driftstream.core.state import STATE_VERSION, check_state
+from driftstream.core.state import STATE_VERSION, StatePath, StateReader, read_kind
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,20 @@ class CountClock:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> CountClock:
-        check_state(state, "count", ["size", "filled", "first_ts", "last_ts"])
-        clock = cls(int(state["size"]))
-        clock._filled = int(state["filled"])
-        clock._first_ts = _none_to_nan(state["first_ts"])
-        clock._last_ts = _none_to_nan(state["last_ts"])
+    def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> CountClock:
+        """Rebuild a clock saved by :meth:`to_state`; ValueError names the key at fault."""
+        keys = ("size", "filled", "first_ts", "last_ts")
+        reader = StateReader(state, "count", keys, at or StatePath("clock"))
+        clock = cls(reader.count("size", minimum=1))
+        # A full window closes in the update that fills it, so none is ever saved.
+        filled = reader.count("filled")
+        if filled >= clock.size:
+            reader.fail("filled", f"must be below 'size' ({clock.size}), got {filled}")
+        clock._filled = filled
+        clock._first_ts = _none_to_nan(reader.optional_number("first_ts"))
+        clock._last_ts = _none_to_nan(reader.optional_number("last_ts"))
+        if filled == 0 and not (math.isnan(clock._first_ts) and math.isnan(clock._last_ts)):
+            reader.fail("first_ts", "and 'last_ts' must be None while 'filled' is 0")
         return clock
 
 
@@ -171,25 +180,33 @@ class TimeClock:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> TimeClock:
-        check_state(state, "time", ["seconds", "watermark", "index", "count", "late"])
-        clock = cls(float(state["seconds"]))
-        watermark = state["watermark"]
-        clock._watermark = -math.inf if watermark is None else float(watermark)
-        clock._index = None if state["index"] is None else int(state["index"])
-        clock._count = int(state["count"])
-        clock.late = int(state["late"])
+    def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> TimeClock:
+        """Rebuild a clock saved by :meth:`to_state`; ValueError names the key at fault."""
+        keys = ("seconds", "watermark", "index", "count", "late")
+        reader = StateReader(state, "time", keys, at or StatePath("clock"))
+        seconds = reader.number("seconds")
+        if seconds <= 0:
+            reader.fail("seconds", f"must be > 0, got {seconds!r}")
+        clock = cls(seconds)
+        watermark = reader.optional_number("watermark")
+        clock._watermark = -math.inf if watermark is None else watermark
+        clock._index = reader.optional_integer("index")
+        clock._count = reader.count("count")
+        clock.late = reader.count("late")
         return clock
 
 
 Clock = CountClock | TimeClock
 
 
-def clock_from_state(state: dict[str, Any]) -> Clock:
+def clock_from_state(state: Mapping[str, Any], at: StatePath | None = None) -> Clock:
     """Rebuild either kind of clock from its state."""
-    if state.get("kind") == "time":
-        return TimeClock.from_state(state)
-    return CountClock.from_state(state)
+    at = at or StatePath("clock")
+    kinds: dict[str, type[CountClock] | type[TimeClock]] = {
+        "count": CountClock,
+        "time": TimeClock,
+    }
+    return kinds[read_kind(state, kinds, at)].from_state(state, at)
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -8,9 +8,9 @@ from typing import Protocol, Self
 import numpy as np
 import numpy.typing as npt
 
-from driftstream.core.state import STATE_VERSION, check_state
+from driftstream.core.state import STATE_VERSION, StatePath, StateReader
 
-__all__ = ["STATE_VERSION", "check_state"]
+__all__ = ["STATE_VERSION", "StatePath", "StateReader"]
 
 
 FloatArray = npt.NDArray[np.float64]

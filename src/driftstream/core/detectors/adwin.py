@@ -18,7 +18,8 @@ from driftstream.core.detectors._state import (
     STATE_VERSION,
     FloatArray,
     IntArray,
-    check_state,
+    StatePath,
+    StateReader,
     finite_array,
     finite_float,
     loop_until_drift,
@@ -317,20 +318,26 @@ class ADWIN:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> ADWIN:
-        """Rebuild a detector saved by ``to_state``."""
-        check_state(state, "adwin", _PARAMS + _RUNNING)
-        detector = cls(**{name: state[name] for name in _PARAMS})
-        totals = [[float(t) for t in level] for level in state["bucket_totals"]]
-        variances = [[float(v) for v in level] for level in state["bucket_variances"]]
-        _check_buckets(totals, variances, detector.max_buckets, int(state["width"]))
+    def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> ADWIN:
+        """Rebuild a detector saved by ``to_state``; ValueError names the key at fault."""
+        reader = StateReader(state, "adwin", _PARAMS + _RUNNING, at)
+        delta = reader.number("delta")
+        params = {name: reader.count(name) for name in _PARAMS[1:]}
+        try:
+            detector = cls(delta, **params)
+        except ValueError as err:
+            reader.fail(None, f"holds invalid parameters: {err}")
+        totals = reader.number_rows("bucket_totals")
+        variances = reader.number_rows("bucket_variances")
+        width = reader.count("width")
+        _check_buckets(reader, totals, variances, detector.max_buckets, width)
         detector._totals, detector._variances = totals, variances
-        detector._width = int(state["width"])
-        detector._total = float(state["total"])
-        detector._variance = float(state["variance"])
-        detector._tick = int(state["tick"])
-        detector._n_detections = int(state["n_detections"])
-        detector._drift = bool(state["drift_detected"])
+        detector._width = width
+        detector._total = reader.number("total")
+        detector._variance = reader.number("variance")
+        detector._tick = reader.count("tick")
+        detector._n_detections = reader.count("n_detections")
+        detector._drift = reader.flag("drift_detected")
         return detector
 
 
@@ -515,12 +522,15 @@ def _check_params(
 
 
 def _check_buckets(
-    totals: list[list[float]], variances: list[list[float]], max_buckets: int, width: int
+    reader: StateReader,
+    totals: list[list[float]],
+    variances: list[list[float]],
+    max_buckets: int,
+    width: int,
 ) -> None:
     shapes_match = [len(t) for t in totals] == [len(v) for v in variances]
     if not totals or not shapes_match or any(len(t) > max_buckets for t in totals):
-        msg = "state keys 'bucket_totals'/'bucket_variances' do not form a bucket structure"
-        raise ValueError(msg)
+        problem = "and 'bucket_variances' do not form a bucket structure"
+        reader.fail("bucket_totals", problem)
     if sum(len(t) << i for i, t in enumerate(totals)) != width:
-        msg = "state key 'width' does not match 'bucket_totals'"
-        raise ValueError(msg)
+        reader.fail("width", "does not match 'bucket_totals'")

@@ -17,7 +17,8 @@ from driftstream.core.detectors._state import (
     STATE_VERSION,
     FloatArray,
     IntArray,
-    check_state,
+    StatePath,
+    StateReader,
     finite_array,
     finite_float,
     loop_until_drift,
@@ -290,21 +291,31 @@ class PageHinkley:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> PageHinkley:
-        """Rebuild a detector saved by ``to_state``."""
-        check_state(state, "page_hinkley", _PARAMS + _RUNNING)
-        detector = cls(**{name: state[name] for name in _PARAMS})
-        detector._n = int(state["n_seen"])
-        detector._shift = float(state["shift"])
-        detector._sum = float(state["sum"])
-        detector._base_inc = float(state["base_increase"])
-        detector._base_dec = float(state["base_decrease"])
-        detector._acc_inc = float(state["acc_increase"])
-        detector._acc_dec = float(state["acc_decrease"])
-        low = state["min_increase"]
-        detector._min_inc = math.inf if low is None else float(low)
-        detector._max_dec = float(state["max_decrease"])
-        detector._drift = bool(state["drift_detected"])
+    def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> PageHinkley:
+        """Rebuild a detector saved by ``to_state``; ValueError names the key at fault."""
+        reader = StateReader(state, "page_hinkley", _PARAMS + _RUNNING, at)
+        params = {
+            "min_instances": reader.count("min_instances"),
+            "delta": reader.number("delta"),
+            "threshold": reader.number("threshold"),
+            "alpha": reader.number("alpha"),
+            "mode": reader.text("mode"),
+        }
+        try:
+            detector = cls(**params)  # type: ignore[arg-type]
+        except ValueError as err:
+            reader.fail(None, f"holds invalid parameters: {err}")
+        detector._n = reader.count("n_seen")
+        detector._shift = reader.number("shift")
+        detector._sum = reader.number("sum")
+        detector._base_inc = reader.number("base_increase")
+        detector._base_dec = reader.number("base_decrease")
+        detector._acc_inc = reader.number("acc_increase")
+        detector._acc_dec = reader.number("acc_decrease")
+        low = reader.optional_number("min_increase")
+        detector._min_inc = math.inf if low is None else low
+        detector._max_dec = reader.number("max_decrease")
+        detector._drift = reader.flag("drift_detected")
         return detector
 
 
