@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from driftstream.cli import main
-from driftstream.core.baseline import load_baseline
+from driftstream.core.baseline import build_profile, load_baseline
+from driftstream.synthetic import frame
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = shutil.which("driftstream", path=str(Path(sys.executable).parent))
@@ -206,4 +207,40 @@ def test_validate_config_accepts_the_example_and_names_bad_keys(training_data, t
     result = run("validate-config", str(config), cwd=tmp_path)
     assert result.returncode == 2
     assert "models.fraud-detector.window.size" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        (
+            {"bootstrap.server": "k:9092"},
+            'kafka.client.bootstrap.server: No such configuration property: "bootstrap.server"',
+        ),
+        (
+            {"bootstrap.servers": "k:9092", "security.protocol": "bogus"},
+            "kafka.client.security.protocol: ",
+        ),
+        (
+            {
+                "bootstrap.servers": "k:9092",
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "FOO",
+            },
+            "kafka.client.sasl.mechanism: Unsupported SASL mechanism: FOO",
+        ),
+    ],
+)
+def test_validate_config_names_bad_kafka_client_settings(tmp_path, client, expected):
+    baseline = tmp_path / "fraud-detector.json"
+    profile = build_profile(frame(2000, seed=1), model_id="fraud-detector", score="score")
+    baseline.write_bytes(profile.to_json())
+    config = tmp_path / "driftstream.yaml"
+    models = {"fraud-detector": {"baseline": baseline.name}}
+    document = {"models": models, "kafka": {"client": client}}
+    config.write_text(yaml.safe_dump(document))
+    result = run("validate-config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("driftstream: error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
     assert "Traceback" not in result.stderr

@@ -5,6 +5,8 @@ import yaml
 
 from driftstream.config import (
     ConfigError,
+    check_client_settings,
+    check_redis_url,
     load_config,
     monitor_settings,
     parse_config,
@@ -177,3 +179,82 @@ def test_runtime_section_errors_name_the_key():
     assert "kafka.topics.alert" in error_of(
         {"models": {"m": {"baseline": "b"}}, "kafka": {"topics": {"alert": "x"}}}
     )
+
+
+def client_error(client):
+    config = parse_config({"models": {"m": {"baseline": "b.json"}}, "kafka": {"client": client}})
+    with pytest.raises(ConfigError) as caught:
+        check_client_settings(config.kafka)
+    return str(caught.value)
+
+
+BROKER = {"bootstrap.servers": "k:9092"}
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        (
+            {"bootstrap.server": "k:9092"},
+            'kafka.client.bootstrap.server: No such configuration property: "bootstrap.server"',
+        ),
+        (
+            {**BROKER, "security.protocol": "bogus"},
+            'kafka.client.security.protocol: Invalid value "bogus" for configuration property',
+        ),
+        (
+            {**BROKER, "security.protocol": "SASL_SSL", "sasl.mechanism": "FOO"},
+            "kafka.client.sasl.mechanism: Unsupported SASL mechanism: FOO",
+        ),
+        # librdkafka reports linger.ms under its canonical name; the user's key is named
+        ({**BROKER, "linger.ms": -5}, "kafka.client.linger.ms: "),
+        # a consumer-only key never reaches a producer, so the consumer must check it
+        ({**BROKER, "session.timeout.ms": "soon"}, "kafka.client.session.timeout.ms: Invalid"),
+        (
+            {**BROKER, "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"},
+            "kafka.client: sasl.username and sasl.password must be set",
+        ),
+        ({"security.protocol": "SSL"}, "kafka.client.bootstrap.servers: missing"),
+    ],
+)
+def test_client_settings_librdkafka_refuses_are_named(client, expected):
+    assert expected in client_error(client)
+
+
+def test_client_secrets_stay_out_of_client_errors():
+    message = client_error({**BROKER, "sasl.password": "hunter2", "bootstrap.server": "x"})
+    assert "bootstrap.server" in message and "hunter2" not in message
+
+
+def test_valid_client_settings_pass():
+    config = parse_config(
+        {
+            "models": {"m": {"baseline": "b.json"}},
+            "kafka": {
+                "client": {
+                    **BROKER,
+                    "security.protocol": "SASL_SSL",
+                    "sasl.mechanism": "SCRAM-SHA-512",
+                    "sasl.username": "drift",
+                    "sasl.password": "hunter2",
+                    "client.id": "driftstream-1",
+                    "session.timeout.ms": 6000,
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                }
+            },
+        }
+    )
+    check_client_settings(config.kafka)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("redis://:pw@r:abc/0", "redis.url: Port could not be cast"), ("http://r:6379", "scheme")],
+)
+def test_an_unusable_redis_url_is_named(url, expected):
+    config = parse_config({"models": {"m": {"baseline": "b.json"}}, "redis": {"url": url}})
+    with pytest.raises(ConfigError, match=expected) as caught:
+        check_redis_url(config.redis)
+    assert "pw" not in str(caught.value)
+    check_redis_url(parse_config({"models": {"m": {"baseline": "b.json"}}}).redis)

@@ -8,18 +8,23 @@ one clear line to stderr and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftstream import __version__
 from driftstream.config import (
+    Config,
     ConfigError,
+    check_client_settings,
+    check_redis_url,
     feature_kinds,
     load_config,
     monitor_settings,
@@ -27,6 +32,11 @@ from driftstream.config import (
 )
 from driftstream.core.baseline import BaselineError, BaselineProfile, NumericProfile
 from driftstream.datasets import build_profile_from_file
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from driftstream.runtime.metrics import Server
 
 USER_ERROR = 2
 SERVICE_ERROR = 1
@@ -223,6 +233,8 @@ def run_baseline(args: argparse.Namespace) -> int:
 
 def run_validate_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    check_client_settings(config.kafka)
+    check_redis_url(config.redis)
     for model_id, model in config.models.items():
         baseline = read_baseline(model_id, model)
         settings = monitor_settings(model_id, model, baseline)
@@ -247,7 +259,7 @@ def run_worker(args: argparse.Namespace) -> int:
     worker = build_worker(config, registry)
     server = None
     if config.metrics.port:
-        server = serve(registry, config.metrics.host, config.metrics.port)
+        server = _serve_metrics(serve, registry, config)
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -267,6 +279,29 @@ def run_worker(args: argparse.Namespace) -> int:
             server.close()
     log.info("stopped cleanly after %d events", worker.processed)
     return 0
+
+
+def _serve_metrics(
+    serve: Callable[[CollectorRegistry, str, int], Server],
+    registry: CollectorRegistry,
+    config: Config,
+) -> Server:
+    """Start the metrics endpoint, or say in one line why it cannot start."""
+    from driftstream.runtime.services import ServiceError
+
+    host, port = config.metrics.host, config.metrics.port
+    try:
+        return serve(registry, host, port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            msg = (
+                f"metrics.port {port} on {host} is in use by another process: stop it, "
+                "choose another metrics.port, or set metrics.port to 0 to turn metrics off"
+            )
+        else:
+            why = error.strerror or str(error)
+            msg = f"metrics.host/metrics.port: {why} (set metrics.port to 0 to turn metrics off)"
+        raise ServiceError(msg) from None
 
 
 def run_demo_command(args: argparse.Namespace) -> int:

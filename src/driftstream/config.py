@@ -9,6 +9,7 @@ and each default is documented where it is defined (the core's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -195,11 +196,90 @@ class KafkaConfig(Frozen):
         return settings
 
 
+BROKER_LIST_KEYS = ("bootstrap.servers", "metadata.broker.list")
+
+
+def check_client_settings(kafka: KafkaConfig) -> None:
+    """Refuse ``kafka.client`` settings librdkafka would refuse, naming the key.
+
+    A producer and a consumer are built with the settings (the consumer
+    sees the consumer-only keys the producer never gets) but without the
+    broker list, so nothing connects: librdkafka checks every key and value
+    when a client is built, long before it would use them.
+    """
+    settings = kafka.client_settings()
+    offline: dict[str, str | int | float | bool] = {"log_level": 0}
+    offline.update({k: v for k, v in settings.items() if k not in BROKER_LIST_KEYS})
+    problem = _client_refusal(offline, kafka.group_id)
+    if problem is not None:
+        key = _blamed_key(problem, offline, kafka.group_id)
+        where = "kafka.client" if key is None else f"kafka.client.{key}"
+        msg = f"{where}: {problem}"
+        raise ConfigError(msg)
+    if not any(str(settings.get(key, "")).strip() for key in BROKER_LIST_KEYS):
+        msg = "kafka.client.bootstrap.servers: missing; list the brokers, e.g. 'kafka-1:9092'"
+        raise ConfigError(msg)
+
+
+def _client_refusal(settings: dict[str, str | int | float | bool], group_id: str) -> str | None:
+    """librdkafka's reason for refusing to build a client with ``settings``, if any."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    producer_settings = {k: v for k, v in settings.items() if k not in CONSUMER_ONLY}
+    try:
+        Producer(producer_settings)
+        Consumer({**settings, "group.id": group_id})
+    except KafkaException as error:
+        reason = error.args[0].str() if error.args else str(error)
+    except (TypeError, ValueError) as error:
+        reason = str(error)
+    else:
+        return None
+    return re.sub(r"^Failed to create (producer|consumer): ", "", reason.strip())
+
+
+def _blamed_key(
+    problem: str, settings: dict[str, str | int | float | bool], group_id: str
+) -> str | None:
+    """The user's key behind librdkafka's complaint, when one can be told.
+
+    librdkafka quotes the key it refuses, but under its canonical name
+    (``linger.ms`` is reported as ``queue.buffering.max.ms``), and a bad
+    combination such as an unknown SASL mechanism names only the value.
+    """
+    user_keys = [key for key in settings if key != "log_level"]
+    for key in user_keys:
+        if f'"{key}"' in problem:
+            return key
+    for key in user_keys:
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w.])", problem):
+            return key
+    for key in user_keys:
+        value = str(settings[key])
+        if len(value) > 1 and re.search(rf"(?<![\w.-]){re.escape(value)}(?![\w.-])", problem):
+            return key
+    for key in user_keys:
+        if _client_refusal({"log_level": 0, key: settings[key]}, group_id) == problem:
+            return key
+    return None
+
+
 class RedisConfig(Frozen):
     """Where state, offsets and the alert outbox live."""
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     key_prefix: str = Field(default="driftstream", pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+def check_redis_url(redis_config: RedisConfig) -> None:
+    """Refuse a ``redis.url`` the Redis client cannot parse (scheme, port), naming the key."""
+    import redis
+
+    try:
+        redis.ConnectionPool.from_url(redis_config.url.get_secret_value())
+    except ValueError as error:
+        msg = f"redis.url: {error}"
+        raise ConfigError(msg) from None
 
 
 class MetricsConfig(Frozen):

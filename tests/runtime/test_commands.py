@@ -2,12 +2,16 @@
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from pipeline import write_config
+
+from driftstream.runtime.services import EmbeddedRedis, find_redis_server
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +44,100 @@ def test_demo_refuses_a_drift_point_outside_the_stream():
     assert "--drift-at 500" in result.stderr
 
 
+def error_line(result, code):
+    """The one error line of a command that failed with ``code``, never a traceback."""
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("driftstream: error:")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def edit_config(path, client=None, **sections):
+    """Change a config file: merge ``client`` into kafka.client, replace other sections."""
+    document = yaml.safe_load(path.read_text())
+    document["kafka"]["client"].update(client or {})
+    for name, values in sections.items():
+        document[name].update(values)
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+class PasswordRedis(EmbeddedRedis):
+    """A private redis-server that requires a password."""
+
+    password = "s3cret-pw"
+
+    @property
+    def url(self):
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
+
+    def command(self):
+        return [*super().command(), "--requirepass", self.password]
+
+
+@pytest.fixture(scope="module")
+def password_redis():
+    with PasswordRedis(find_redis_server()) as server:
+        yield server
+
+
 def test_run_names_the_missing_service(tmp_path, kafka_bootstrap, unique):
     path, _ = write_config(tmp_path, kafka_bootstrap, "redis://127.0.0.1:1/0", unique)
     result = run("run", "--config", str(path), timeout=60)
-    assert result.returncode == 1
-    assert "Redis at redis://127.0.0.1:1/0 (redis.url) does not answer" in result.stderr
-    assert "Traceback" not in result.stderr
+    line = error_line(result, 1)
+    assert "Redis at redis://127.0.0.1:1/0 (redis.url) does not answer" in line
+    assert "redis-server --port 1" in line  # how to start it
+
+
+@pytest.mark.parametrize(
+    ("credentials", "why"),
+    [("", "requires a password"), (":wrong-pw@", "refused the user or password")],
+)
+def test_run_says_redis_authentication_failed(
+    tmp_path, kafka_bootstrap, unique, password_redis, credentials, why
+):
+    url = f"redis://{credentials}{password_redis.host}:{password_redis.port}/0"
+    path, _ = write_config(tmp_path, kafka_bootstrap, url, unique)
+    line = error_line(run("run", "--config", str(path), timeout=60), 1)
+    assert "(redis.url): authentication failed" in line and why in line
+    assert "wrong-pw" not in line
+
+
+def test_run_says_the_metrics_port_is_in_use(tmp_path, kafka_bootstrap, redis_url, unique):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        path, _ = write_config(tmp_path, kafka_bootstrap, redis_url, unique)
+        edit_config(path, metrics={"host": "127.0.0.1", "port": port})
+        line = error_line(run("run", "--config", str(path), timeout=60), 1)
+    assert f"metrics.port {port} on 127.0.0.1 is in use" in line
+
+
+@pytest.mark.parametrize("command", [("run", "--config"), ("topics", "create", "--config")])
+def test_bad_client_settings_stop_the_runtime_commands(
+    tmp_path, kafka_bootstrap, redis_url, unique, command
+):
+    path, _ = write_config(tmp_path, kafka_bootstrap, redis_url, unique)
+    edit_config(path, {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "FOO"})
+    line = error_line(run(*command, str(path), timeout=60), 2)
+    assert "kafka.client.sasl.mechanism: Unsupported SASL mechanism: FOO" in line
+
+
+def test_topics_create_uses_the_security_settings(tmp_path, kafka_bootstrap, redis_url, unique):
+    """A SASL client is turned away by a broker without SASL, not told it answers."""
+    path, _ = write_config(tmp_path, kafka_bootstrap, redis_url, unique)
+    sasl = {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "drift",
+        "sasl.password": "hunter2",
+    }
+    edit_config(path, sasl)
+    line = error_line(run("topics", "create", "--config", str(path), timeout=60), 1)
+    assert f"Kafka at '{kafka_bootstrap}'" in line and "security.protocol SASL_PLAINTEXT" in line
+    assert "hunter2" not in line
 
 
 def test_topics_create_reports_each_topic(tmp_path, kafka_bootstrap, redis_url, unique):

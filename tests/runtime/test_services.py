@@ -8,6 +8,9 @@ from driftstream.runtime.services import (
     ServiceError,
     find_redis_server,
     find_tansu,
+    free_port,
+    kafka_answers,
+    kafka_problem,
     kafka_service,
     redis_service,
 )
@@ -50,3 +53,34 @@ def test_external_services_that_do_not_answer_are_named():
     bad_kafka = kafka_service({"DRIFTSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     with pytest.raises(ServiceError, match="DRIFTSTREAM_KAFKA_BOOTSTRAP"):
         bad_kafka.__enter__()
+
+
+def test_the_kafka_check_makes_its_request_with_every_client_setting(kafka_bootstrap):
+    assert kafka_answers(kafka_bootstrap)
+    plain = {
+        "bootstrap.servers": kafka_bootstrap,
+        "client.id": "driftstream-check",
+        "security.protocol": "PLAINTEXT",
+    }
+    assert kafka_problem(plain) is None
+    # The broker has no SASL listener: a client that insists on SASL must not get in.
+    sasl = {
+        **plain,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "drift",
+        "sasl.password": "secret",
+    }
+    problem = kafka_problem(sasl, timeout=5)
+    assert problem is not None
+    if problem.refused:
+        assert "SASL" in problem.reason
+    bad = kafka_problem({**plain, "security.protocol": "bogus"})
+    assert bad is not None and bad.refused
+    assert '"security.protocol"' in bad.reason
+
+
+def test_an_absent_broker_is_not_a_refusal():
+    problem = kafka_problem({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, timeout=1)
+    assert problem is not None and not problem.refused
+    assert "Connection refused" in problem.reason

@@ -28,9 +28,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 KAFKA_ENV = "DRIFTSTREAM_KAFKA_BOOTSTRAP"
 REDIS_ENV = "DRIFTSTREAM_REDIS_URL"
@@ -243,16 +244,73 @@ class EmbeddedRedis(_Server):
         return redis_answers(self.url)
 
 
-def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
-    """Whether a broker at ``bootstrap`` answers a metadata request."""
+ClientSettings = Mapping[str, str | int | float | bool]
+
+
+@dataclass(frozen=True)
+class KafkaProblem:
+    """Why a metadata request failed.
+
+    ``refused``: librdkafka or the broker turned the settings away (a bad
+    value, the credentials, the TLS handshake), so retrying cannot help.
+    """
+
+    reason: str
+    refused: bool = False
+
+
+def kafka_problem(settings: str | ClientSettings, timeout: float = 5.0) -> KafkaProblem | None:
+    """What stops a metadata request with these client settings, or None if one succeeds.
+
+    ``settings`` is a bootstrap address alone (the embedded broker) or the
+    full client settings, SASL and TLS included, as the worker uses them. A
+    broker that refuses the credentials or the TLS handshake is reported at
+    once: waiting out the timeout would not change its answer.
+    """
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    refusal_codes = {
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+    errors: list[KafkaError] = []
+    config: dict[str, Any] = (
+        {"bootstrap.servers": settings} if isinstance(settings, str) else dict(settings)
+    )
+    config.update({"log_level": 0, "error_cb": errors.append})
     try:
-        admin.list_topics(timeout=timeout)
-    except Exception:
-        return False
-    return True
+        admin = AdminClient(config)
+    except KafkaException as error:
+        return KafkaProblem(_kafka_reason(error), refused=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.05)))
+        except KafkaException as error:
+            last = _kafka_reason(error)
+        else:
+            return None
+        admin.poll(0)  # runs error_cb for what the broker threads saw meanwhile
+        refusals = [e for e in errors if e.code() in refusal_codes]
+        if refusals:
+            return KafkaProblem(refusals[-1].str(), refused=True)
+        if time.monotonic() >= deadline:
+            seen = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            return KafkaProblem(seen[-1] if seen else last)
+
+
+def _kafka_reason(error: Exception) -> str:
+    first = error.args[0] if error.args else error
+    text = first.str() if hasattr(first, "str") else str(first)
+    return str(text).strip()
+
+
+def kafka_answers(settings: str | ClientSettings, timeout: float = 5.0) -> bool:
+    """Whether a broker answers a metadata request made with these settings."""
+    return kafka_problem(settings, timeout) is None
 
 
 def redis_answers(url: str) -> bool:
