@@ -273,10 +273,14 @@ def run_worker(args: argparse.Namespace) -> int:
         topics.alerts,
     )
     try:
-        worker.run(stop)
+        clean = worker.run(stop)
     finally:
         if server is not None:
             server.close()
+    if not clean:
+        from driftstream.runtime.worker import EXIT_UNCOMMITTED
+
+        return EXIT_UNCOMMITTED
     log.info("stopped cleanly after %d events", worker.processed)
     return 0
 

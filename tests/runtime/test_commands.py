@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pipeline import write_config
 
-from driftstream.runtime.services import EmbeddedRedis, find_redis_server
+from driftstream.runtime.services import EmbeddedRedis, find_redis_server, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +151,14 @@ def test_topics_create_reports_each_topic(tmp_path, kafka_bootstrap, redis_url, 
         config.kafka.topics.dlq,
     ):
         assert f"{topic}: exists" in result.stdout
+
+
+def test_topics_create_names_a_broker_that_does_not_answer(
+    tmp_path, kafka_bootstrap, redis_url, unique
+):
+    path, _ = write_config(tmp_path, kafka_bootstrap, redis_url, unique)
+    nobody = f"127.0.0.1:{free_port()}"
+    edit_config(path, {"bootstrap.servers": nobody})
+    line = error_line(run("topics", "create", "--config", str(path), timeout=60), 1)
+    assert f"Kafka at '{nobody}' (kafka.client.bootstrap.servers" in line
+    assert "Connection refused" in line and "Start a Kafka broker there" in line

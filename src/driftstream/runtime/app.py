@@ -90,8 +90,9 @@ def check_kafka(config: Config) -> None:
         msg = (
             f"Kafka at {bootstrap!r} (kafka.client.bootstrap.servers, security.protocol "
             f"{protocol}) does not answer within {KAFKA_TIMEOUT_SECONDS} s: {problem.reason}. "
-            "Start a broker there or fix kafka.client (a TLS or SASL listener needs "
-            "security.protocol); `driftstream demo` runs on embedded services."
+            "Start a Kafka broker there (e.g. `docker run -p 9092:9092 apache/kafka` for one "
+            "on 127.0.0.1:9092) or fix kafka.client (security.protocol must match the "
+            "broker's listener); `driftstream demo` runs on embedded services."
         )
     raise ServiceError(msg)
 
