@@ -83,6 +83,12 @@ class Metrics:
             buckets=DURATION_BUCKETS_SECONDS,
             registry=registry,
         )
+        self.consume_errors = Counter(
+            "driftstream_consume_errors_total",
+            "Errors the Kafka consumer reported instead of records, by librdkafka error name.",
+            ["error"],
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "driftstream_consumer_lag_messages",
             "Messages between the high watermark and the worker's position.",
@@ -113,6 +119,33 @@ class Metrics:
             "Commits refused because another worker claimed the partition (stale epoch).",
             registry=registry,
         )
+        self._register_store(registry)
+
+    def _register_store(self, registry: CollectorRegistry) -> None:
+        self.store_up = Gauge(
+            "driftstream_store_up",
+            "1 while Redis answers, 0 while it does not (consumption is paused meanwhile).",
+            registry=registry,
+        )
+        self.store_retries = Counter(
+            "driftstream_store_retries_total",
+            "Redis operations that failed and will be retried, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.state_lost = Counter(
+            "driftstream_store_state_lost_total",
+            "Partitions whose keys Redis lost (restart without persistence, eviction); "
+            "each was claimed again and resumed from Kafka's committed offsets.",
+            registry=registry,
+        )
+        self.state_quarantined = Counter(
+            "driftstream_state_quarantined_total",
+            "Monitor states that could not be loaded, kept under a quarantine name and "
+            "replaced by a fresh monitor.",
+            ["model"],
+            registry=registry,
+        )
 
     def _register_outputs(self, registry: CollectorRegistry) -> None:
         self.drift_statistic = Gauge(
@@ -137,6 +170,18 @@ class Metrics:
             "driftstream_dead_letters_published_total",
             "Records published to the dead-letter topic.",
             ["reason"],
+            registry=registry,
+        )
+        self.dead_letters_truncated = Counter(
+            "driftstream_dead_letters_truncated_total",
+            "Dead letters whose value (or key) was cut to fit the producer's message size.",
+            registry=registry,
+        )
+        self.relay_failures = Counter(
+            "driftstream_relay_failures_total",
+            "Outbox entries Kafka did not take or confirm; they stay in the outbox and "
+            "are sent again later. By librdkafka error name.",
+            ["error"],
             registry=registry,
         )
 

@@ -33,13 +33,20 @@ to keep that window as small as the server allows).
 from __future__ import annotations
 
 import base64
+import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
 import redis
+from redis.backoff import AbstractBackoff, EqualJitterBackoff
+
+from driftstream.runtime.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "v1"
 
@@ -102,7 +109,17 @@ return {'ok'}
 
 
 class Fenced(Exception):
-    """A newer owner claimed the partition unit; this worker must stop writing."""
+    """The unit's stored epoch is not this worker's; it must stop writing.
+
+    ``stored`` is the epoch found in Redis. Above the worker's own, a newer
+    owner claimed the unit. Epochs only grow, so 0 (no epoch key) means Redis
+    lost the unit's keys, and any value below the worker's own means it lost
+    them and someone claimed the unit again since.
+    """
+
+    def __init__(self, message: str, stored: int) -> None:
+        super().__init__(message)
+        self.stored = stored
 
 
 class OffsetConflict(Exception):
@@ -234,7 +251,7 @@ class PartitionStore:
                 f"group {self.group!r} partition {self.partition} was claimed by epoch "
                 f"{reply[1]}; this worker holds epoch {epoch}"
             )
-            raise Fenced(msg)
+            raise Fenced(msg, int(reply[1]))
         if status == "conflict":
             topic, stored, given = reply[1].decode(), reply[2], reply[3]
             msg = (
@@ -243,6 +260,73 @@ class PartitionStore:
             )
             raise OffsetConflict(msg)
         return str(status)
+
+
+def default_backoff() -> AbstractBackoff:
+    """Capped exponential backoff with jitter: 0.1-0.2 s at first, then at most 5 s."""
+    return EqualJitterBackoff(cap=5.0, base=0.1)
+
+
+class Availability:
+    """Whether Redis answers, and when to try again after it did not.
+
+    The first failure logs one warning and the first success after it one
+    line saying Redis is back, however many retries lie between. Every
+    failure counts in ``driftstream_store_retries_total`` under its operation
+    and puts the next try off by the backoff (redis-py's backoff classes).
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        backoff: AbstractBackoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.up = True
+        self.failures = 0
+        self._backoff = backoff or default_backoff()
+        self._clock = clock
+        self._down_since = 0.0
+        self._retry_at = 0.0
+        metrics.store_up.set(1)
+
+    def failed(self, operation: str, error: Exception) -> None:
+        self.metrics.store_retries.labels(operation=operation).inc()
+        now = self._clock()
+        if self.up:
+            self.up = False
+            self._down_since = now
+            self.metrics.store_up.set(0)
+            log.warning(
+                "Redis is unavailable (%s: %s); consumption paused, retrying with backoff",
+                operation,
+                error,
+            )
+        self.failures += 1
+        self._retry_at = now + self._backoff.compute(self.failures)
+
+    def succeeded(self) -> None:
+        if self.up:
+            return
+        log.warning(
+            "Redis is back after %.1f s (%d retries); consumption resumes",
+            self._clock() - self._down_since,
+            self.failures,
+        )
+        self.up = True
+        self.failures = 0
+        self._retry_at = 0.0
+        self._backoff.reset()
+        self.metrics.store_up.set(1)
+
+    def due(self) -> bool:
+        """Whether the next try may run now."""
+        return self._clock() >= self._retry_at
+
+    def wait(self) -> float:
+        """Seconds until the next try is due."""
+        return max(0.0, self._retry_at - self._clock())
 
 
 def stores_for_group(client: redis.Redis, *, prefix: str, group: str) -> list[int]:

@@ -3,17 +3,43 @@
 A checkpoint is a short list of named steps, run for every micro-batch:
 
 1. **consume** up to ``batch_size`` records (``consume(n, timeout)``);
-2. **decode** them into per-model columns, bad records into dead letters;
-3. **update** each model's monitors, a batch at a time, into findings;
+2. **take** each partition unit's records it has not taken yet;
+3. **prepare**: decode them into per-model columns (bad records into dead
+   letters), **load** the monitors the batch needs, **update** them into
+   findings;
 4. **commit** per partition unit, in one Lua call: monitor states, the next
    offsets and the outbox (alerts + dead letters), refused if a newer
    owner claimed the unit;
 5. **relay** the outbox to Kafka, deleting entries once delivered;
-6. **report** offsets to Kafka (for lag tools only) and metrics.
+6. **report** offsets to Kafka (for lag tools, and to resume from if Redis
+   loses a unit's keys) and metrics.
 
 Correctness rests on Redis alone: on assignment a worker claims each unit
 (a new epoch) and seeks to the offsets stored there, so a restarted or
 replacement worker continues exactly where the last commit left off.
+
+Faults are survived, not fatal (DESIGN.md, invariant 6):
+
+- **Redis errors anywhere** (claim, load, commit, relay) pause the whole
+  assignment. The worker keeps calling ``consume`` so the group keeps it,
+  holds the batch it already took, and retries with capped exponential
+  backoff and jitter: a batch whose monitors were updated is committed
+  exactly as prepared (a retried commit that had landed answers "applied"),
+  one that failed while loading is prepared again. Offsets never move
+  without a commit, and nothing is counted twice. One line says Redis went
+  away, one that it is back.
+- **Redis lost a unit's keys** (restarted without persistence): its epoch
+  is gone. The worker logs an error, counts it, claims the unit again and
+  goes on from Kafka's committed offsets with fresh monitors.
+- **A newer owner** (a higher epoch) drops the unit and pauses its
+  partitions until Kafka revokes them; still assigned after
+  ``FENCED_GRACE_SECONDS``, the worker claims it again, as a rebalance would.
+- **A state that cannot be loaded** is kept under a quarantine name in the
+  unit's state hash, logged and counted, and a fresh monitor starts from
+  the baseline.
+- **Kafka trouble**: consume errors are logged once until records flow
+  again (librdkafka reconnects by itself); entries the relay cannot
+  deliver stay in the outbox and are retried with backoff.
 """
 
 from __future__ import annotations
@@ -28,31 +54,85 @@ from typing import Any
 
 import orjson
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from redis.backoff import AbstractBackoff
 
 from driftstream.config import Config
 from driftstream.core.monitor import ModelMonitor
 from driftstream.runtime.alerts import Source, alert_event, dead_letter_headers, encode_alert
-from driftstream.runtime.decode import Decoder, ModelBatch, Record
+from driftstream.runtime.decode import Decoded, Decoder, ModelBatch, Record
 from driftstream.runtime.metrics import Metrics
 from driftstream.runtime.models import FEATURES, PREDICTIONS, ModelSpec, state_name
-from driftstream.runtime.relay import Relay
-from driftstream.runtime.store import Fenced, OutboxEntry, PartitionStore
+from driftstream.runtime.relay import HEADER_ROOM_BYTES, Relay, error_name
+from driftstream.runtime.store import (
+    Availability,
+    Fenced,
+    OutboxEntry,
+    PartitionStore,
+    default_backoff,
+)
 
 log = logging.getLogger(__name__)
 
-COMMIT_ATTEMPTS = 5
+# Exit status of `driftstream run` when it stopped with records it took but
+# could not commit (Redis unavailable): they are processed again later.
+EXIT_UNCOMMITTED = 3
+FENCED_GRACE_SECONDS = 30.0
+KAFKA_TIMEOUT_SECONDS = 10.0
+CLOSE_FLUSH_SECONDS = 5.0
+LIBRDKAFKA_MESSAGE_BYTES = 1_000_000  # librdkafka's default message.max.bytes
+# A state blob that fails to load is kept under this name in the unit's hash.
+QUARANTINE_NAME = "quarantined:{name}:epoch-{epoch}"
+
+ConsumerFactory = Callable[[dict[str, Any]], Consumer]
+ProducerFactory = Callable[[dict[str, Any]], Producer]
+
+
+@dataclass
+class Prepared:
+    """One unit's micro-batch, processed and ready to commit."""
+
+    offsets: dict[str, int]
+    states: dict[str, bytes]
+    outbox: list[OutboxEntry]
+    decoded: Decoded
+    touched: dict[str, ModelMonitor]
+
+
+@dataclass
+class Held:
+    """Records a unit took but has not committed; ``prepared`` once monitors saw them."""
+
+    records: list[Record]
+    prepared: Prepared | None = None
 
 
 @dataclass
 class Unit:
-    """Partition ``partition`` of every input topic, owned under ``epoch``."""
+    """Partition ``partition`` of every input topic, owned under ``epoch`` (0: not claimed)."""
 
     partition: int
     store: PartitionStore
-    epoch: int
-    offsets: dict[str, int]
+    epoch: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)  # committed in Redis
+    position: dict[str, int] = field(default_factory=dict)  # next offset to take
     monitors: dict[str, ModelMonitor] = field(default_factory=dict)
+    held: Held | None = None
+    quarantined: dict[str, bytes] = field(default_factory=dict)  # for the next commit
+    unsought: bool = False  # claimed, but the consumer is not at `position` yet
+    relay_due: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.epoch > 0 and not self.unsought
 
 
 class Worker:
@@ -65,11 +145,16 @@ class Worker:
         *,
         redis_client: redis.Redis,
         metrics: Metrics,
+        consumer_factory: ConsumerFactory = Consumer,
+        producer_factory: ProducerFactory = Producer,
+        backoff: AbstractBackoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.models = models
         self.redis = redis_client
         self.metrics = metrics
+        self.clock = clock
         topics = config.kafka.topics
         self.roles = {topics.predictions: PREDICTIONS, topics.features: FEATURES}
         self.decoder = Decoder(
@@ -80,11 +165,24 @@ class Worker:
         )
         self.units: dict[int, Unit] = {}
         self.processed = 0  # records committed by this worker
-        self.consumer = Consumer(self._consumer_settings())
-        self.producer = Producer(self._producer_settings())
-        self.relay = Relay(self.producer, metrics, topics.dlq)
+        self.store = Availability(metrics, backoff, clock)
+        self._relay_backoff = backoff or default_backoff()
+        self._relay_failures = 0
+        self._relay_at = 0.0
+        self._paused = False
+        self._fenced_at: dict[int, float] = {}  # dropped partitions Kafka still assigns
+        self._kafka_trouble = False
+        self.consumer = consumer_factory(self.consumer_settings())
+        producer_settings = self.producer_settings()
+        self.producer = producer_factory(producer_settings)
+        self.relay = Relay(
+            self.producer,
+            metrics,
+            topics.dlq,
+            max_bytes=int(producer_settings["message.max.bytes"]) - HEADER_ROOM_BYTES,
+        )
 
-    def _consumer_settings(self) -> dict[str, Any]:
+    def consumer_settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"auto.offset.reset": "earliest", "log_level": 4}
         settings.update(self.config.kafka.client_settings())
         # Correctness needs these whatever the client settings say: offsets
@@ -100,8 +198,17 @@ class Worker:
         )
         return settings
 
-    def _producer_settings(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {"linger.ms": 5, "acks": "all", "enable.idempotence": True}
+    def producer_settings(self) -> dict[str, Any]:
+        # A dead letter repeats a record, cut if longer than this (the input
+        # limit, at least librdkafka's default), plus the headers.
+        room = max(self.config.limits.max_message_bytes, LIBRDKAFKA_MESSAGE_BYTES)
+        room += HEADER_ROOM_BYTES
+        settings: dict[str, Any] = {
+            "linger.ms": 5,
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.max.bytes": room,
+        }
         settings.update(self.config.kafka.shared_settings())
         return settings
 
@@ -117,108 +224,259 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for number in sorted({tp.partition for tp in partitions}):
-            self._claim(number)
+            self.units[number] = Unit(number, self._store(number))
+            self._fenced_at.pop(number, None)
+        claimed = [u for u in self.units.values() if self.store.up and self._claim(u)]
+        self._locate(claimed)
         for tp in partitions:
-            tp.offset = self.units[tp.partition].offsets.get(tp.topic, OFFSET_BEGINNING)
+            unit = self.units[tp.partition]
+            if unit.epoch:
+                tp.offset = self._start_offset(unit, tp.topic)
         consumer.assign(partitions)
-        self.metrics.partitions_owned.set(len(self.units))
-        log.info("claimed partitions %s", sorted(self.units))
-        for unit in list(self.units.values()):
-            self.relay.publish(unit.store)  # what a previous owner committed but never sent
+        unclaimed = [tp for tp in partitions if not self.units[tp.partition].epoch]
+        if unclaimed or self._paused:
+            # Nothing may be consumed before a claim says where to start.
+            consumer.pause(partitions if self._paused else unclaimed)
+        if unclaimed:
+            self._pause()
+        self._owned_changed("claimed")
 
-    def _claim(self, number: int) -> None:
-        store = PartitionStore(
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for number in sorted({tp.partition for tp in partitions}):
+            unit = self.units.pop(number, None)
+            self._fenced_at.pop(number, None)
+            self.relay.forget(number)
+            if unit is not None and unit.held is not None:
+                log.info(
+                    "partition %d: %d records taken but not committed are left to the next owner",
+                    number,
+                    len(unit.held.records),
+                )
+        self.metrics.partitions_owned.set(self._owned())
+        log.info("released partitions %s", sorted({tp.partition for tp in partitions}))
+
+    def _store(self, number: int) -> PartitionStore:
+        return PartitionStore(
             self.redis,
             prefix=self.config.redis.key_prefix,
             group=self.config.kafka.group_id,
             partition=number,
         )
-        claim = store.claim()
-        self.units[number] = Unit(number, store, claim.epoch, dict(claim.offsets))
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for number in {tp.partition for tp in partitions}:
-            self.units.pop(number, None)
-        self.metrics.partitions_owned.set(len(self.units))
-        log.info("released partitions %s", sorted({tp.partition for tp in partitions}))
+    def _claim(self, unit: Unit) -> bool:
+        """Become the unit's owner (a new epoch); False while Redis is down."""
+        try:
+            claim = unit.store.claim()
+        except redis.RedisError as error:
+            self.store.failed("claim", error)
+            return False
+        self.store.succeeded()
+        unit.epoch = claim.epoch
+        unit.offsets = dict(claim.offsets)
+        return True
+
+    def _locate(self, units: Sequence[Unit], lost: str | None = None) -> None:
+        """Where each claimed unit starts: Redis's offsets, else Kafka's committed ones.
+
+        Kafka has offsets only for what was committed to Redis first, so a
+        unit with offsets in Kafka and none in Redis lost its keys.
+        """
+        missing = [(u.partition, t) for u in units for t in self.roles if t not in u.offsets]
+        kafka = self._kafka_committed(missing)
+        for unit in units:
+            found = {t: o for (p, t), o in kafka.items() if p == unit.partition}
+            if lost is not None or (found and not unit.offsets):
+                self._state_lost(unit, lost or "it has no offsets, Kafka has committed ones")
+            unit.position = {**found, **unit.offsets}
+            unit.relay_due = True  # what a previous owner committed but never sent
+
+    def _start_offset(self, unit: Unit, topic: str) -> int:
+        return unit.position.get(topic, OFFSET_BEGINNING)
+
+    def _kafka_committed(self, places: Sequence[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        """The group's offsets committed to Kafka for these (partition, topic) places."""
+        if not places:
+            return {}
+        asked = [TopicPartition(topic, partition) for partition, topic in places]
+        try:
+            answer = self.consumer.committed(asked, timeout=KAFKA_TIMEOUT_SECONDS)
+        except KafkaException as error:
+            log.warning("Kafka's committed offsets are unknown: %s", error)
+            return {}
+        return {
+            (tp.partition, tp.topic): tp.offset
+            for tp in answer
+            if tp.error is None and tp.offset >= 0
+        }
+
+    def _state_lost(self, unit: Unit, why: str) -> None:
+        self.metrics.state_lost.inc()
+        log.error(
+            "Redis lost the keys of group %r partition %d (%s): its state was reset, for "
+            "example by a restart without persistence (AOF). Claimed it again under epoch %d; "
+            "continuing from Kafka's committed offsets with fresh monitors",
+            self.config.kafka.group_id,
+            unit.partition,
+            why,
+            unit.epoch,
+        )
+
+    def _owned(self) -> int:
+        return sum(unit.epoch > 0 for unit in self.units.values())
+
+    def _owned_changed(self, verb: str) -> None:
+        self.metrics.partitions_owned.set(self._owned())
+        log.info("%s partitions %s", verb, sorted(n for n, u in self.units.items() if u.epoch))
 
     # -- one micro-batch ----------------------------------------------------
 
     def step(self) -> int:
-        """Consume, process, commit and relay one micro-batch; returns its size."""
+        """Consume, process, commit and relay one micro-batch; returns its size.
+
+        While Redis is unavailable it retries what is held instead, when the
+        backoff allows, and otherwise only polls the paused consumer.
+        """
+        if self._blocked():
+            self._recover()
+            return 0
         kafka = self.config.kafka
-        messages = self.consumer.consume(kafka.batch_size, kafka.batch_timeout_seconds)
+        messages = self._consume(kafka.batch_timeout_seconds)
         if not messages:
+            self._relay()
+            self._check_fenced()
             return 0
         started = time.perf_counter()
-        for number, records in self._by_unit(messages).items():
-            unit = self.units.get(number)
-            if unit is not None and records:
-                self._process(unit, records)
+        for unit, records in self._by_unit(messages):
+            self._take(unit, records)
+            self._finish(unit)
+        self._relay()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._report_lag()
         return len(messages)
 
-    def _by_unit(self, messages: Sequence[Message]) -> dict[int, list[Record]]:
-        records = [
-            Record(m.topic(), m.partition(), m.offset(), m.key(), m.value())  # type: ignore[arg-type]
-            for m in messages
-            if m.error() is None
-        ]
-        if len(records) < len(messages):
-            for message in messages:
-                if message.error() is not None:
-                    log.warning("consume error: %s", message.error())
+    def _consume(self, timeout: float) -> list[Message]:
+        messages = self.consumer.consume(self.config.kafka.batch_size, timeout)
+        if any(message.error() is not None for message in messages):
+            self._kafka_errors(messages)
+            return [message for message in messages if message.error() is None]
+        if messages and self._kafka_trouble:
+            self._kafka_trouble = False
+            log.info("Kafka: records arrive again")
+        return messages
+
+    def _kafka_errors(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            error: KafkaError | None = message.error()
+            if error is None:
+                continue
+            if error.fatal():
+                raise KafkaException(error)
+            self.metrics.consume_errors.labels(error=error_name(error)).inc()
+            if not self._kafka_trouble:
+                self._kafka_trouble = True
+                log.warning(
+                    "Kafka: %s (librdkafka reconnects by itself; further consume errors are "
+                    "not logged until records arrive again)",
+                    error,
+                )
+
+    def _by_unit(self, messages: Sequence[Message]) -> list[tuple[Unit, list[Record]]]:
         grouped: dict[int, list[Record]] = defaultdict(list)
-        for record in records:
-            grouped[record.partition].append(record)
-        return {
-            number: self._unseen(self.units[number], group)
-            for number, group in grouped.items()
-            if number in self.units
-        }
+        for m in messages:
+            grouped[m.partition()].append(  # type: ignore[index]
+                Record(m.topic(), m.partition(), m.offset(), m.key(), m.value())  # type: ignore[arg-type]
+            )
+        pairs = []
+        for number, records in grouped.items():
+            unit = self.units.get(number)
+            if unit is not None and unit.ready and unit.held is None:
+                pairs.append((unit, records))
+            else:
+                self._rewind(records)
+        return pairs
 
-    @staticmethod
-    def _unseen(unit: Unit, records: list[Record]) -> list[Record]:
-        """Drop what an earlier commit already covered (a fetch from before a seek)."""
-        stored = unit.offsets
-        return [r for r in records if r.offset >= stored.get(r.topic, 0)]
+    def _take(self, unit: Unit, records: list[Record]) -> None:
+        """Hold the records no commit or earlier batch covered (a fetch from before a seek)."""
+        position = unit.position
+        fresh = [r for r in records if r.offset >= position.get(r.topic, 0)]
+        if fresh:
+            position.update(_next_offsets(fresh))
+            unit.held = Held(fresh)
 
-    def _process(self, unit: Unit, records: list[Record]) -> None:
+    def _finish(self, unit: Unit, retry: bool = False) -> bool:
+        """Prepare and commit what the unit holds; False when it must wait for Redis."""
+        held = unit.held
+        if held is None:
+            return True
+        if not (self.store.up or retry):
+            self._pause()
+            return False
+        try:
+            if held.prepared is None:
+                held.prepared = self._prepare(unit, held.records)
+        except redis.RedisError as error:
+            return self._store_failed("load", error)
+        try:
+            stored = self._commit(unit, held.prepared)
+        except redis.RedisError as error:
+            return self._store_failed("commit", error)
+        if stored:
+            self._committed(unit, held.records, held.prepared)
+        return True
+
+    def _store_failed(self, operation: str, error: redis.RedisError) -> bool:
+        self.store.failed(operation, error)
+        self._pause()
+        return False
+
+    def _prepare(self, unit: Unit, records: list[Record]) -> Prepared:
         decoded = self.decoder.decode(records)
         outbox = [self._dead_letter(letter) for letter in decoded.dead]
+        monitors = self._load(unit, decoded.batches)
         touched: dict[str, ModelMonitor] = {}
         for batch in decoded.batches:
             name = state_name(batch.role, batch.model_id)
-            monitor = self._monitor(unit, batch.role, batch.model_id)
+            monitor = monitors[name]
             outbox += self._alerts(batch, monitor.update(batch.batch))
             touched[name] = monitor
-        offsets = _next_offsets(records)
         states = {name: orjson.dumps(m.to_state()) for name, m in touched.items()}
-        if not self._commit(unit, offsets, states, outbox):
-            return
-        self.processed += len(records)
-        self._count(decoded.consumed, decoded.dead, touched)
-        if outbox:
-            self.relay.publish(unit.store)
-        self.consumer.commit(
-            offsets=[TopicPartition(t, unit.partition, o) for t, o in offsets.items()],
-            asynchronous=True,
-        )
+        states.update(unit.quarantined)
+        return Prepared(_next_offsets(records), states, outbox, decoded, touched)
 
-    def _monitor(self, unit: Unit, role: str, model_id: str) -> ModelMonitor:
-        name = state_name(role, model_id)
-        monitor = unit.monitors.get(name)
-        if monitor is None:
-            spec = self.models[model_id]
-            stored = unit.store.load([name]).get(name)
-            monitor = (
-                spec.new_monitor(role)
-                if stored is None
-                else spec.restore_monitor(role, orjson.loads(stored))
+    def _load(self, unit: Unit, batches: Sequence[ModelBatch]) -> dict[str, ModelMonitor]:
+        """Every monitor the batches need, read from Redis in one call before any update."""
+        wanted = {state_name(b.role, b.model_id): (b.role, b.model_id) for b in batches}
+        missing = [name for name in wanted if name not in unit.monitors]
+        blobs = unit.store.load(missing) if missing else {}
+        for name in missing:
+            role, model_id = wanted[name]
+            unit.monitors[name] = self._restore(unit, name, role, model_id, blobs.get(name))
+        return {name: unit.monitors[name] for name in wanted}
+
+    def _restore(
+        self, unit: Unit, name: str, role: str, model_id: str, blob: bytes | None
+    ) -> ModelMonitor:
+        spec = self.models[model_id]
+        if blob is None:
+            return spec.new_monitor(role)
+        try:
+            return spec.restore_monitor(role, orjson.loads(blob))
+        except (ValueError, TypeError, KeyError) as error:
+            # One bad blob must not take the partition down: keep it for a
+            # post-mortem and start over from the baseline.
+            kept = QUARANTINE_NAME.format(name=name, epoch=unit.epoch)
+            unit.quarantined[kept] = blob
+            self.metrics.state_quarantined.labels(model=model_id).inc()
+            log.error(
+                "partition %d: state %r of model %r cannot be loaded: %s; kept it as %r and "
+                "started a fresh monitor from the baseline",
+                unit.partition,
+                name,
+                model_id,
+                error,
+                kept,
             )
-            unit.monitors[name] = monitor
-        return monitor
+            return spec.new_monitor(role)
 
     def _alerts(self, batch: ModelBatch, findings: Sequence[Any]) -> list[OutboxEntry]:
         entries = []
@@ -248,32 +506,73 @@ class Worker:
             tuple(dead_letter_headers(letter)),
         )
 
-    def _commit(
-        self,
-        unit: Unit,
-        offsets: dict[str, int],
-        states: dict[str, bytes],
-        outbox: list[OutboxEntry],
-    ) -> bool:
+    def _commit(self, unit: Unit, prepared: Prepared) -> bool:
+        """One atomic write of the batch; False when the unit turned out not to be ours."""
         started = time.perf_counter()
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                unit.store.commit(unit.epoch, offsets, states, outbox)
-                break
-            except Fenced as error:
-                # A newer owner holds the unit: drop it and everything computed since.
-                log.warning("%s; dropping partition %d", error, unit.partition)
-                self.metrics.fenced.inc()
-                self.units.pop(unit.partition, None)
-                self.metrics.partitions_owned.set(len(self.units))
-                return False
-            except redis.ConnectionError:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                # A retried commit is safe: the script answers "applied" if it landed.
-                time.sleep(0.2 * attempt)
-        unit.offsets.update(offsets)
+        try:
+            unit.store.commit(unit.epoch, prepared.offsets, prepared.states, prepared.outbox)
+        except Fenced as fenced:
+            self._fenced(unit, fenced)
+            return False
+        self.store.succeeded()
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        return True
+
+    def _committed(self, unit: Unit, records: list[Record], prepared: Prepared) -> None:
+        unit.held = None
+        unit.offsets.update(prepared.offsets)
+        for name in prepared.states:
+            unit.quarantined.pop(name, None)
+        self.processed += len(records)
+        self._count(prepared.decoded.consumed, prepared.decoded.dead, prepared.touched)
+        if prepared.outbox:
+            unit.relay_due = True
+        self._commit_to_kafka(unit, prepared.offsets)
+
+    def _commit_to_kafka(self, unit: Unit, offsets: Mapping[str, int]) -> None:
+        # For lag tools, and to resume from should Redis lose the unit's keys.
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, unit.partition, o) for t, o in offsets.items()],
+                asynchronous=True,
+            )
+        except KafkaException as error:
+            log.debug("partition %d: offsets not committed to Kafka: %s", unit.partition, error)
+
+    def _fenced(self, unit: Unit, fenced: Fenced) -> None:
+        if fenced.stored == 0:
+            self._reclaim_lost(unit)
+            return
+        # A newer owner holds the unit (or claimed it after Redis lost its
+        # keys): drop it and everything computed since the last commit.
+        log.warning("%s; dropping partition %d", fenced, unit.partition)
+        self.metrics.fenced.inc()
+        self.units.pop(unit.partition, None)
+        self._fenced_at[unit.partition] = self.clock()
+        self._pause_partition(unit.partition)
+        self.metrics.partitions_owned.set(self._owned())
+
+    def _reclaim_lost(self, unit: Unit) -> None:
+        """Redis has no epoch for a unit this worker owns: claim it again from Kafka's offsets."""
+        fresh = Unit(unit.partition, unit.store)
+        self.units[unit.partition] = fresh
+        if not self._claim(fresh):
+            return  # _retry claims it once Redis answers; the offsets tell it was lost
+        self._locate([fresh], f"its epoch is gone while this worker held epoch {unit.epoch}")
+        fresh.unsought = True
+        self._seek(fresh)
+
+    def _seek(self, unit: Unit) -> bool:
+        """Move the consumer to where the unit's claim says to start."""
+        try:
+            for tp in self.consumer.assignment():
+                if tp.partition == unit.partition:
+                    tp.offset = self._start_offset(unit, tp.topic)
+                    self.consumer.seek(tp)
+        except KafkaException as error:
+            log.info("partition %d: seek failed (%s); trying again", unit.partition, error)
+            return False
+        unit.unsought = False
         return True
 
     def _count(
@@ -291,40 +590,212 @@ class Worker:
         for monitor in monitors.values():
             self.metrics.observe_statistics(monitor.settings.model_id, monitor.last_values)
 
+    def _relay(self) -> None:
+        """Publish outboxes with something to send; Kafka failures back off, Redis ones pause."""
+        if not self.store.up or self.clock() < self._relay_at:
+            return
+        left = 0
+        for unit in list(self.units.values()):
+            if not unit.relay_due:
+                continue
+            try:
+                remaining = self.relay.publish(unit.store)
+            except redis.RedisError as error:
+                self._store_failed("relay", error)
+                return
+            self.store.succeeded()
+            unit.relay_due = remaining > 0
+            left += remaining
+        if left:
+            self._relay_failures += 1
+            self._relay_at = self.clock() + self._relay_backoff.compute(self._relay_failures)
+        else:
+            self._relay_failures = 0
+
     def _report_lag(self) -> None:
-        for tp in self.consumer.assignment():
+        try:
+            assignment = self.consumer.assignment()
+        except KafkaException:
+            return
+        for tp in assignment:
             unit = self.units.get(tp.partition)
             if unit is None:
                 continue
-            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
             if high is not None and high >= 0:
                 lag = max(0, high - unit.offsets.get(tp.topic, 0))
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     lag
                 )
 
+    # -- outages ------------------------------------------------------------
+
+    def _blocked(self) -> bool:
+        return not self.store.up or any(
+            not unit.ready or unit.held is not None for unit in self.units.values()
+        )
+
+    def _recover(self) -> None:
+        """Retry what waits on Redis when the backoff allows; poll the paused consumer meanwhile."""
+        if self.store.due():
+            self._retry()
+        if self._blocked():
+            wait = self.store.wait() if not self.store.up else self._poll_seconds()
+            self._rewind(self._records(self._consume(min(wait, self._poll_seconds()))))
+        else:
+            self._resume()
+
+    def _poll_seconds(self) -> float:
+        return self.config.kafka.batch_timeout_seconds
+
+    def _retry(self) -> None:
+        for unit in sorted(self.units.values(), key=lambda u: u.partition):
+            if unit.epoch == 0:
+                if not self._claim(unit):
+                    return
+                self._locate([unit])
+                self._owned_changed("claimed")
+                unit.unsought = True
+            if unit.unsought and not self._seek(unit):
+                return
+            if unit.held is not None and not self._finish(unit, retry=True):
+                return
+        self._relay()
+
+    def _pause(self) -> None:
+        if self._paused:
+            return
+        self._paused = True
+        try:
+            self.consumer.pause(self.consumer.assignment())
+        except KafkaException as error:
+            log.debug("pause failed: %s", error)
+
+    def _resume(self) -> None:
+        if not self._paused:
+            return
+        try:
+            owned = [tp for tp in self.consumer.assignment() if tp.partition in self.units]
+            self.consumer.resume(owned)
+        except KafkaException as error:
+            log.debug("resume failed: %s", error)
+            return
+        self._paused = False
+
+    def _pause_partition(self, number: int) -> None:
+        try:
+            mine = [tp for tp in self.consumer.assignment() if tp.partition == number]
+            self.consumer.pause(mine)
+        except KafkaException as error:
+            log.debug("pause of partition %d failed: %s", number, error)
+
+    def _rewind(self, records: Sequence[Record]) -> None:
+        """Seek back over records fetched for a partition that cannot take them now."""
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            place = (record.topic, record.partition)
+            first[place] = min(first.get(place, record.offset), record.offset)
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as error:
+                log.debug("rewind of %s[%d] failed: %s", topic, partition, error)
+
+    @staticmethod
+    def _records(messages: Sequence[Message]) -> list[Record]:
+        return [
+            Record(m.topic(), m.partition(), m.offset(), m.key(), m.value())  # type: ignore[arg-type]
+            for m in messages
+        ]
+
+    def _check_fenced(self) -> None:
+        """Claim again a dropped partition that Kafka still assigns long after a fencing."""
+        if not self._fenced_at:
+            return
+        try:
+            assigned = {tp.partition for tp in self.consumer.assignment()}
+        except KafkaException:
+            return
+        now = self.clock()
+        for number, since in list(self._fenced_at.items()):
+            if number not in assigned:
+                del self._fenced_at[number]
+            elif now - since >= FENCED_GRACE_SECONDS:
+                del self._fenced_at[number]
+                log.warning(
+                    "partition %d: still assigned %.0f s after it was fenced; claiming it again",
+                    number,
+                    now - since,
+                )
+                unit = Unit(number, self._store(number))
+                self.units[number] = unit
+                self._pause()  # _recover claims, seeks and resumes
+
     # -- lifecycle ----------------------------------------------------------
 
-    def run(self, stop: threading.Event, on_step: Callable[[Worker], None] | None = None) -> None:
-        """Process micro-batches until ``stop`` is set, then leave the group cleanly."""
+    def run(self, stop: threading.Event, on_step: Callable[[Worker], None] | None = None) -> bool:
+        """Process micro-batches until ``stop`` is set, then leave the group.
+
+        Returns ``close()``'s answer: False when records taken could not be
+        committed before stopping.
+        """
         self.start()
         try:
             while not stop.is_set():
                 self.step()
                 if on_step is not None:
                     on_step(self)
-        finally:
+        except BaseException:
             self.close()
+            raise
+        return self.close()
 
     def pending_outbox(self) -> int:
         return sum(unit.store.outbox_size() for unit in self.units.values())
 
-    def close(self) -> None:
-        """Finish: the last batch is committed already; flush alerts and leave the group."""
-        for unit in list(self.units.values()):
-            self.relay.publish(unit.store)
-        self.producer.flush(10)
-        self.consumer.close()
+    def uncommitted(self) -> int:
+        """Records taken but not committed yet."""
+        return sum(len(u.held.records) for u in self.units.values() if u.held is not None)
+
+    def close(self) -> bool:
+        """Commit what is held (one try), flush the outboxes and leave the group; never raises.
+
+        Returns False when Redis is unavailable at the end: records taken but
+        not committed are then processed again by the partitions' next owner.
+        """
+        left = 0
+        try:
+            for unit in list(self.units.values()):
+                if unit.held is not None and unit.ready:
+                    self._finish(unit, retry=True)  # one last try, whatever the backoff says
+            if self.store.up:
+                for unit in self.units.values():
+                    unit.relay_due = True
+                self._relay_at = 0.0
+                self._relay()
+            self.producer.flush(CLOSE_FLUSH_SECONDS)
+        except Exception as error:  # leaving the group matters more than any of the above
+            log.error("while closing: %s", error)
+        finally:
+            left = self.uncommitted()
+            self._leave()
+        if left or not self.store.up:
+            log.error(
+                "stopped while Redis is unavailable: %d records taken were not committed; the "
+                "partitions' next owner processes them again from the last commit",
+                left,
+            )
+            return False
+        return True
+
+    def _leave(self) -> None:
+        try:
+            self.consumer.close()
+        except Exception as error:
+            log.error("leaving the consumer group failed: %s", error)
 
 
 def _next_offsets(records: Sequence[Record]) -> dict[str, int]:
