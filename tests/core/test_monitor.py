@@ -1,7 +1,10 @@
 import json
+import math
+import re
 from dataclasses import replace
 
 import numpy as np
+import orjson
 import pytest
 
 from driftstream.core.baseline import build_profile
@@ -171,4 +174,59 @@ def test_bad_state_is_refused_with_a_reason(baseline):
         ModelMonitor.from_state(settings, baseline, {**state, "version": 9})
     del state["clock"]
     with pytest.raises(ValueError, match="'clock'"):
+        ModelMonitor.from_state(settings, baseline, state)
+
+
+def test_huge_finite_values_leave_a_state_that_loads_and_continues(baseline):
+    # 1e200 squared is not a finite double; JSON writers turn inf into null.
+    settings = settings_from_baseline(baseline)
+    ts, columns, _ = stream(6000, 0, seed=81)
+    columns["amount"][100:103] = [1e200, -1e300, 1.7e308]
+    first = {k: v[:3000] for k, v in columns.items()}
+    rest = {k: v[3000:] for k, v in columns.items()}
+    steady, monitor = ModelMonitor(settings, baseline), ModelMonitor(settings, baseline)
+    for m in (steady, monitor):
+        feed(m, ts[:3000], first, [])
+    state = orjson.loads(orjson.dumps(monitor.to_state()))
+    sketch = state["features"]["amount"]["sketch"]
+    assert (sketch["min"], sketch["max"]) == (-1e300, 1.7e308)
+    assert all(math.isfinite(sketch[key]) for key in ("shift", "sum", "sumsq"))
+    monitor = ModelMonitor.from_state(settings, baseline, state)
+    expected = feed(steady, ts[3000:], rest, [])
+    assert feed(monitor, ts[3000:], rest, []) == expected
+    assert orjson.dumps(monitor.to_state()) == orjson.dumps(steady.to_state())
+
+
+def test_settings_decide_which_columns_a_restored_state_fills(baseline):
+    settings = settings_from_baseline(baseline)
+    monitor = ModelMonitor(settings, baseline)
+    ts, columns, _ = stream(3000, 0, seed=91)
+    feed(monitor, ts, columns, [])
+    state = monitor.to_state()
+    fewer = replace(settings, features=settings.features[1:])
+    dropped = ModelMonitor.from_state(fewer, baseline, state)
+    assert settings.features[0].name not in dropped.to_state()["features"]
+    del state["features"]["amount"]
+    state["features"]["latency_ms"]["detectors"].pop("page_hinkley")
+    fresh = ModelMonitor.from_state(settings, baseline, state)
+    assert fresh.watches["amount"].sketch.count == 0
+    assert fresh.watches["latency_ms"].detectors["page_hinkley"].n_seen == 0
+    assert fresh.watches["latency_ms"].detectors["adwin"].width == 3000
+
+
+def test_a_sketch_saved_with_another_baseline_is_refused(baseline):
+    settings = settings_from_baseline(baseline)
+    state = ModelMonitor(settings, baseline).to_state()
+    edges = state["features"]["amount"]["sketch"]["edges"]
+    edges[0] -= 1.0
+    with pytest.raises(ValueError, match=re.escape("'features.amount.sketch.edges' differ")):
+        ModelMonitor.from_state(settings, baseline, state)
+    state = ModelMonitor(settings, baseline).to_state()
+    state["features"]["amount"]["sketch"] = state["features"]["country"]["sketch"]
+    with pytest.raises(ValueError, match=re.escape("'features.amount.sketch.kind'")):
+        ModelMonitor.from_state(settings, baseline, state)
+    state = ModelMonitor(settings, baseline).to_state()
+    detectors = state["features"]["amount"]["detectors"]
+    detectors["cusum"] = detectors["adwin"]
+    with pytest.raises(ValueError, match="unknown detector 'cusum'"):
         ModelMonitor.from_state(settings, baseline, state)

@@ -316,14 +316,27 @@ def test_category_rejects_2d_values():
         CategorySketch().update(np.array([["a"]], dtype=object))
 
 
-def test_category_cap_admits_by_count_then_name():
+def test_category_cap_admits_names_in_stream_order():
     sketch = CategorySketch(cap=2).update(np.array(["b", "a", "c", "c", "d"], dtype=object))
-    assert sketch.counts == {"c": 2, "a": 1}
-    assert sketch.other_count == 2
+    assert sketch.counts == {"b": 1, "a": 1}
+    assert sketch.other_count == 3
     # tracked names keep counting; a later newcomer cannot take a slot
     sketch.update(np.array(["b", "a", "e"], dtype=object))
-    assert sketch.counts == {"c": 2, "a": 2}
+    assert sketch.counts == {"b": 2, "a": 2}
     assert sketch.other_count == 4
+
+
+@pytest.mark.parametrize("dtype", [object, str, np.int64])
+def test_category_cap_does_not_depend_on_how_the_stream_is_batched(dtype):
+    rng = np.random.default_rng(10)
+    column = rng.integers(0, 60, 3000).astype(dtype)
+    whole = CategorySketch(cap=12, categories=["1"]).update(column)
+    split = CategorySketch(cap=12, categories=["1"])
+    for part in np.split(column, np.sort(rng.choice(3000, 30, replace=False))):
+        split.update(part)
+    assert whole.other_count > 0
+    assert list(split.counts.items()) == list(whole.counts.items())
+    assert split.to_state() == whole.to_state()
 
 
 def test_category_cap_bounds_memory():
@@ -409,12 +422,12 @@ def test_category_merge_respects_cap_deterministically():
         np.array(["c", "b", "b", "c", "d", "d", "d", "a", None], dtype=object)
     )
     merged = left.merge(right)
-    # right alone tracked s, d (3), b (2) and pooled c (2) and a (1) as other
-    assert right.counts == {"s": 0, "d": 3, "b": 2}
-    assert right.other_count == 3
-    # left's tracked set first, then right's newcomers by count: d takes the last slot
-    assert merged.counts == {"s": 1, "a": 2, "d": 3}
-    assert merged.other_count == 3 + 2
+    # right alone tracked s, then c and b as they came, and pooled d (3) and a (1) as other
+    assert right.counts == {"s": 0, "c": 2, "b": 2}
+    assert right.other_count == 4
+    # left's tracked set first, then right's newcomers by count, then name: b takes the slot
+    assert merged.counts == {"s": 1, "a": 2, "b": 2}
+    assert merged.other_count == 4 + 2
     assert merged.null_count == 1
     assert merged.count == left.count + right.count
     assert left.merge(right).to_state() == merged.to_state()

@@ -286,14 +286,16 @@ def _load_range(reader: StateReader, *, empty: bool) -> tuple[float, float]:
 
 
 def _distinct(column: npt.NDArray[Any]) -> Iterable[tuple[object, int]]:
-    """Each distinct raw value of ``column`` with its count."""
+    """Each distinct raw value of ``column`` with its count, in order of first appearance."""
     if column.dtype.kind in "biufU":
-        values, counts = np.unique(column, return_counts=True)
-        return zip(values.tolist(), counts.tolist(), strict=True)
+        values, first, counts = np.unique(column, return_index=True, return_counts=True)
+        order = np.argsort(first, kind="stable")
+        return zip(values[order].tolist(), counts[order].tolist(), strict=True)
     items = column.tolist()
     # np.unique cannot order mixed types, and casting to a fixed-width str dtype
     # sizes every row like the longest value; hashing in C has neither problem.
-    # Keying on the type keeps True apart from 1, which compare equal.
+    # Keying on the type keeps True apart from 1, which compare equal. A
+    # Counter keeps keys in order of first appearance.
     try:
         tally = Counter(zip(map(type, items), items, strict=True))
     except TypeError:  # an unhashable value (a list or dict) slipped past validation
@@ -302,7 +304,7 @@ def _distinct(column: npt.NDArray[Any]) -> Iterable[tuple[object, int]]:
 
 
 def _label_counts(values: npt.ArrayLike) -> tuple[dict[str, int], int]:
-    """Counts per category label, sorted by label, and the number of nulls."""
+    """Counts per category label in order of first appearance, and the number of nulls."""
     column = np.asarray(values)
     if column.ndim != 1:
         msg = f"values must be 1-d, got shape {column.shape}"
@@ -315,7 +317,7 @@ def _label_counts(values: npt.ArrayLike) -> tuple[dict[str, int], int]:
             nulls += count
         else:
             labels[label] = labels.get(label, 0) + count
-    return dict(sorted(labels.items())), nulls
+    return labels, nulls
 
 
 class CategorySketch:
@@ -323,9 +325,10 @@ class CategorySketch:
 
     ``categories`` (usually the baseline's top-K) are tracked from the start,
     so they always have a slot. Other categories take the free slots first
-    come, first served; within one batch or merge, new names are admitted in
-    descending count, then name, order. Once ``cap`` names are tracked, every
-    unseen name is added to ``other_count``. Memory is bounded by ``cap``.
+    come, first served, in stream order, so the tracked set does not depend
+    on how the stream was cut into batches (a restarted worker cuts it
+    elsewhere). Once ``cap`` names are tracked, every unseen name is added
+    to ``other_count``. Memory is bounded by ``cap``.
 
     Values are labelled by :func:`driftstream.core.baseline.category_label`,
     the rule the baseline was built with, so live and training labels agree:
@@ -335,7 +338,7 @@ class CategorySketch:
     >>> import numpy as np
     >>> sketch = CategorySketch(cap=2).update(np.array(["b", "a", "c", "c", None], dtype=object))
     >>> sketch.counts, sketch.other_count, sketch.null_count
-    ({'c': 2, 'a': 1}, 1, 1)
+    ({'b': 1, 'a': 1}, 2, 1)
     >>> sketch.vector(["a", "z"]).tolist()
     [1, 0, 3]
     """
@@ -373,7 +376,7 @@ class CategorySketch:
         return self
 
     def _absorb(self, labels: Mapping[str, int]) -> None:
-        """Add counts (``labels`` in name order), admitting new names while slots last.
+        """Add counts, admitting new names in the order of ``labels`` while slots last.
 
         Plain dicts rather than str arrays: a fixed-width str dtype would size
         every name like the longest one.
@@ -384,8 +387,6 @@ class CategorySketch:
                 self._counts[name] += count
             else:
                 fresh.append((name, count))
-        # a stable sort of names already in order: descending count, then name
-        fresh.sort(key=lambda item: -item[1])
         free = self.cap - len(self._counts)
         self._counts.update(fresh[:free])
         self._other_count += sum(count for _, count in fresh[free:])
@@ -447,7 +448,7 @@ class CategorySketch:
                 msg = f"cannot merge category sketches with different {key!r}"
                 raise ValueError(msg)
         merged = self.copy()
-        merged._absorb(dict(sorted(other._counts.items())))
+        merged._absorb(dict(sorted(other._counts.items(), key=lambda item: (-item[1], item[0]))))
         merged._other_count += other._other_count
         merged._null_count += other._null_count
         return merged

@@ -8,7 +8,9 @@ stream was split into batches, so a replay gives the same windows.
 Event-time windows follow a watermark: the largest ``ts`` seen so far. A
 window ``[k * seconds, (k + 1) * seconds)`` closes when the watermark passes
 its end. An event that arrives after its own window closed (late) is
-counted in the open window; ``late`` counts how many did.
+counted in the open window; ``late`` counts how many did. Window numbers
+are capped at ±2**53, so an absurd event time lands in the outermost
+window instead of overflowing.
 
 >>> import numpy as np
 >>> clock = CountClock(size=3)
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from driftstream.core.state import STATE_VERSION, StatePath, StateReader, read_kind
+from driftstream.core.state import MAX_COUNT, STATE_VERSION, StatePath, StateReader, read_kind
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ class TimeClock:
 
     def _window_index(self, ts: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         watermark = np.maximum.accumulate(np.maximum(ts, self._watermark))
-        return np.floor(watermark / self.seconds).astype(np.int64)
+        # Absurd event times share the outermost window rather than wrap around int64.
+        index = np.clip(np.floor(watermark / self.seconds), -MAX_COUNT, MAX_COUNT)
+        return index.astype(np.int64)
 
     def plan(self, ts: npt.NDArray[np.float64]) -> list[Segment]:
         """Cut a batch into segments; does not change the clock."""

@@ -17,26 +17,42 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+INPUT_LIMIT = 1e100
+"""Largest input magnitude a detector accepts.
+
+The running sums hold squared deviations, and the square of a difference of
+1e200 is not a finite double: one such value would turn a detector's state
+into infinities, which JSON cannot hold. Below the limit every sum stays
+finite for 1e100 points. Monitors feed the detectors values in [-√3, √3].
+"""
+
+
 def finite_float(x: float) -> float:
-    """``x`` as a float; NaN and infinities would poison the running sums for good."""
+    """``x`` as a float; NaN, infinities and huge values would poison the running sums."""
     value = float(x)
-    if not math.isfinite(value):
-        msg = f"detector input must be finite, got {value!r}"
-        raise ValueError(msg)
+    if not abs(value) <= INPUT_LIMIT:
+        raise ValueError(_input_error(value))
     return value
 
 
 def finite_array(values: npt.ArrayLike) -> FloatArray:
-    """``values`` as a 1-d float64 array, refusing non-finite entries like ``finite_float``."""
+    """``values`` as a 1-d float64 array, refusing entries like ``finite_float``."""
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1:
         msg = f"detector input must be 1-d, got shape {array.shape}"
         raise ValueError(msg)
-    if not np.isfinite(array).all():
-        bad = int(np.flatnonzero(~np.isfinite(array))[0])
-        msg = f"detector input must be finite, got {float(array[bad])!r} at position {bad}"
-        raise ValueError(msg)
+    # NaN fails both comparisons.
+    accepted = (array <= INPUT_LIMIT) & (array >= -INPUT_LIMIT)
+    if not accepted.all():
+        bad = int(np.flatnonzero(~accepted)[0])
+        raise ValueError(_input_error(float(array[bad]), f" at position {bad}"))
     return array
+
+
+def _input_error(value: float, where: str = "") -> str:
+    if not math.isfinite(value):
+        return f"detector input must be finite, got {value!r}{where}"
+    return f"detector input must be within ±{INPUT_LIMIT:g}, got {value!r}{where}"
 
 
 def step_after_reset(hits: list[int], default: int, low: int, high: int) -> int:

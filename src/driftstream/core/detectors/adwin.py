@@ -67,7 +67,8 @@ class ADWIN:
 
     ``update_many`` gives the same detections and the same final state as a
     loop of ``update``, working on whole numpy batches: only clock checks and
-    detections cost Python-level work.
+    detections cost Python-level work. Inputs must be finite and within
+    ±1e100 (``INPUT_LIMIT`` in ``_state``), so the state stays finite.
 
     Parameters
     ----------

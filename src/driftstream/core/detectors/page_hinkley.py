@@ -74,7 +74,8 @@ class PageHinkley:
     sum here is taken about the first point, so it stays closer to exact
     arithmetic. Detection indices are identical to river's on all golden
     streams; one could differ only if a statistic landed within that gap of
-    ``threshold``.
+    ``threshold``. Inputs must be finite and within ±1e100
+    (``INPUT_LIMIT`` in ``_state``), so the state stays finite.
 
     Parameters
     ----------
