@@ -86,16 +86,16 @@ class StatePath:
 
     def wrong(self, key: object, expected: str, value: object) -> NoReturn:
         """Raise ``ValueError``: ``key`` holds ``value`` where ``expected`` belongs."""
-        self.fail(key, f"must be {expected}, got {show(value)}")
+        self.fail(key, f"must be {expected}, got {_show(value)}")
 
 
-def show(value: object) -> str:
+def _show(value: object) -> str:
     """A short ``repr`` of a bad value for an error message."""
     text = repr(value)
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
-def is_count(value: object, minimum: int = 0) -> bool:
+def _is_count(value: object, minimum: int = 0) -> bool:
     """An ``int`` (not a bool) in ``[minimum, MAX_COUNT]``."""
     return (
         isinstance(value, int)
@@ -104,7 +104,7 @@ def is_count(value: object, minimum: int = 0) -> bool:
     )
 
 
-def is_finite_number(value: object) -> bool:
+def _is_finite_number(value: object) -> bool:
     """An ``int`` or ``float`` (not a bool) that is finite as a float."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
@@ -242,13 +242,13 @@ class StateReader:
 
 
 def _number(value: object, at: StatePath, key: str) -> float:
-    if not is_finite_number(value):
+    if not _is_finite_number(value):
         at.wrong(key, "a finite number", value)
     return float(value)  # type: ignore[arg-type]
 
 
 def _count(value: object, at: StatePath, key: str, minimum: int) -> int:
-    if not is_count(value, minimum):
+    if not _is_count(value, minimum):
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_COUNT:
             at.wrong(key, "at most 2**53", value)
         at.wrong(key, "an int" if minimum < 0 else f"an int >= {minimum}", value)
@@ -265,10 +265,3 @@ def read_kind(state: object, kinds: Iterable[str], at: StatePath) -> str:
         at.wrong("kind", f"one of {names}", kind)
     return kind
 
-
-def check_state(state: object, kind: str, keys: Iterable[str] = ()) -> None:
-    """Refuse ``state`` unless it is a ``kind`` state of this version with exactly ``keys``.
-
-    The same check a :class:`StateReader` makes on construction.
-    """
-    StateReader(state, kind, keys)

@@ -295,15 +295,11 @@ class PageHinkley:
     def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> PageHinkley:
         """Rebuild a detector saved by ``to_state``; ValueError names the key at fault."""
         reader = StateReader(state, "page_hinkley", _PARAMS + _RUNNING, at)
-        params = {
-            "min_instances": reader.count("min_instances"),
-            "delta": reader.number("delta"),
-            "threshold": reader.number("threshold"),
-            "alpha": reader.number("alpha"),
-            "mode": reader.text("mode"),
-        }
+        min_instances, mode = reader.count("min_instances"), reader.text("mode")
+        delta, threshold = reader.number("delta"), reader.number("threshold")
+        alpha = reader.number("alpha")
         try:
-            detector = cls(**params)  # type: ignore[arg-type]
+            detector = cls(min_instances, delta, threshold, alpha, mode)
         except ValueError as err:
             reader.fail(None, f"holds invalid parameters: {err}")
         detector._n = reader.count("n_seen")
