@@ -352,6 +352,7 @@ class Worker:
         self._relay()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._report_lag()
+        self._check_fenced()
         return len(messages)
 
     def _consume(self, timeout: float) -> list[Message]:
@@ -590,9 +591,9 @@ class Worker:
         for monitor in monitors.values():
             self.metrics.observe_statistics(monitor.settings.model_id, monitor.last_values)
 
-    def _relay(self) -> None:
+    def _relay(self, retry: bool = False) -> None:
         """Publish outboxes with something to send; Kafka failures back off, Redis ones pause."""
-        if not self.store.up or self.clock() < self._relay_at:
+        if not (self.store.up or retry) or self.clock() < self._relay_at:
             return
         left = 0
         for unit in list(self.units.values()):
@@ -663,7 +664,7 @@ class Worker:
                 return
             if unit.held is not None and not self._finish(unit, retry=True):
                 return
-        self._relay()
+        self._relay(retry=True)
 
     def _pause(self) -> None:
         if self._paused:
