@@ -37,6 +37,12 @@ def test_counters_carry_their_labels(registry, metrics):
     metrics.alerts_published.labels(kind="drift", severity="warning").inc(2)
     metrics.dead_letters_published.labels(reason="non_finite").inc()
     metrics.fenced.inc()
+    metrics.store_retries.labels(operation="commit").inc(2)
+    metrics.state_lost.inc()
+    metrics.state_quarantined.labels(model="churn").inc()
+    metrics.relay_failures.labels(error="MSG_SIZE_TOO_LARGE").inc()
+    metrics.consume_errors.labels(error="_TRANSPORT").inc()
+    metrics.dead_letters_truncated.inc()
 
     assert sample(registry, "driftstream_events_consumed_total", model="churn", topic="preds") == 5
     assert (
@@ -48,16 +54,24 @@ def test_counters_carry_their_labels(registry, metrics):
     )
     assert sample(registry, "driftstream_dead_letters_published_total", reason="non_finite") == 1
     assert sample(registry, "driftstream_fenced_commits_total") == 1
+    assert sample(registry, "driftstream_store_retries_total", operation="commit") == 2
+    assert sample(registry, "driftstream_store_state_lost_total") == 1
+    assert sample(registry, "driftstream_state_quarantined_total", model="churn") == 1
+    assert sample(registry, "driftstream_relay_failures_total", error="MSG_SIZE_TOO_LARGE") == 1
+    assert sample(registry, "driftstream_consume_errors_total", error="_TRANSPORT") == 1
+    assert sample(registry, "driftstream_dead_letters_truncated_total") == 1
 
 
 def test_gauges_carry_their_labels(registry, metrics):
     metrics.consumer_lag.labels(topic="preds", partition="2").set(42)
     metrics.outbox_entries.labels(partition="2").set(3)
     metrics.partitions_owned.set(6)
+    metrics.store_up.set(0)
 
     assert sample(registry, "driftstream_consumer_lag_messages", topic="preds", partition="2") == 42
     assert sample(registry, "driftstream_outbox_entries", partition="2") == 3
     assert sample(registry, "driftstream_partitions_owned") == 6
+    assert sample(registry, "driftstream_store_up") == 0
 
 
 def test_exposition_declares_every_metric_with_its_type(registry, metrics):
@@ -76,6 +90,13 @@ def test_exposition_declares_every_metric_with_its_type(registry, metrics):
         ("driftstream_partitions_owned", "gauge"),
         ("driftstream_fenced_commits_total", "counter"),
         ("driftstream_metric_series_dropped_total", "counter"),
+        ("driftstream_consume_errors_total", "counter"),
+        ("driftstream_store_up", "gauge"),
+        ("driftstream_store_retries_total", "counter"),
+        ("driftstream_store_state_lost_total", "counter"),
+        ("driftstream_state_quarantined_total", "counter"),
+        ("driftstream_dead_letters_truncated_total", "counter"),
+        ("driftstream_relay_failures_total", "counter"),
     ]:
         assert f"# TYPE {name} {kind}\n" in text
 

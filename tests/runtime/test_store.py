@@ -1,10 +1,15 @@
+import logging
 import threading
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
+from redis.backoff import ConstantBackoff
 from redis.crc import key_slot
 
+from driftstream.runtime.metrics import Metrics
 from driftstream.runtime.store import (
+    Availability,
     Claim,
     Fenced,
     OffsetConflict,
@@ -58,6 +63,7 @@ def test_a_newer_claim_fences_the_older_owner_and_changes_nothing(client, unique
         old.commit(first, {"predictions": 9}, {"predictions:fraud": b"s2"}, [alert("a2")])
 
     message = str(raised.value)
+    assert raised.value.stored == newer
     assert "'driftstream' partition 3" in message
     assert f"epoch {newer}" in message and f"epoch {first}" in message
     assert (old.snapshot(), ids(old.pending())) == before
@@ -295,3 +301,52 @@ def test_stores_for_group_lists_claimed_partitions(client, unique):
     assert stores_for_group(client, prefix=unique, group="fraud:eu") == [1]
     assert stores_for_group(client, prefix=unique, group="f*") == [2]
     assert stores_for_group(client, prefix=unique, group="nobody") == []
+
+
+def test_a_unit_whose_keys_vanished_answers_epoch_zero(client, unique):
+    """What a worker sees after Redis restarted without persistence."""
+    store = make_store(client, unique)
+    epoch = store.claim().epoch
+    store.commit(epoch, {"t": 5}, {"s": b"v"}, [alert("a1")])
+    client.delete(*client.scan_iter(match=f"{unique}:*"))
+
+    with pytest.raises(Fenced) as raised:
+        store.commit(epoch, {"t": 9}, {"s": b"w"}, [])
+    assert raised.value.stored == 0
+    assert store.offsets() == {}
+
+
+def test_availability_logs_once_each_way_and_backs_off(caplog):
+    registry = CollectorRegistry()
+    now = [100.0]
+    health = Availability(Metrics(registry), ConstantBackoff(2.0), clock=lambda: now[0])
+    assert registry.get_sample_value("driftstream_store_up") == 1
+    assert health.up and health.due()
+
+    with caplog.at_level(logging.INFO):
+        for operation in ("commit", "commit", "claim"):
+            health.failed(operation, redis.ConnectionError("Connection refused"))
+            assert not health.due()
+            assert health.wait() == 2.0
+        now[0] += 2.0
+        assert health.due()
+        health.succeeded()
+        health.succeeded()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2
+    assert "Redis is unavailable (commit: Connection refused)" in messages[0]
+    assert "Redis is back after 2.0 s (3 retries)" in messages[1]
+    assert registry.get_sample_value("driftstream_store_up") == 1
+    retries = "driftstream_store_retries_total"
+    assert registry.get_sample_value(retries, {"operation": "commit"}) == 2
+    assert registry.get_sample_value(retries, {"operation": "claim"}) == 1
+    assert health.up and health.failures == 0
+
+
+def test_availability_reports_down_while_failing():
+    registry = CollectorRegistry()
+    health = Availability(Metrics(registry), ConstantBackoff(0.0))
+    health.failed("relay", redis.TimeoutError("Timeout reading from socket"))
+    assert not health.up
+    assert registry.get_sample_value("driftstream_store_up") == 0

@@ -233,3 +233,19 @@ def test_a_killed_workers_partitions_are_taken_over_from_redis(
         assert reference[number]["offsets"] == {topic: 12_000}
     ids = alert_ids(read_topic(kafka_bootstrap, config_g.kafka.topics.alerts))
     assert ids == alert_ids(read_topic(kafka_bootstrap, config_r.kafka.topics.alerts))
+
+
+def test_a_dead_letter_near_the_size_limit_is_published_whole(
+    kafka_bootstrap, redis_url, unique, tmp_path
+):
+    _, config = write_config(tmp_path, kafka_bootstrap, redis_url, unique)
+    topic = config.kafka.topics.predictions
+    near_limit = b"not json " + b"x" * (999_900 - 9)  # under limits.max_message_bytes
+    produce(kafka_bootstrap, topic, [near_limit], KEY, partition=0)
+    produce(kafka_bootstrap, topic, events(100, 0, seed=12), KEY, partition=0)
+    _, registry = run_in_thread(config, 101)
+
+    [letter] = read_topic(kafka_bootstrap, config.kafka.topics.dlq, at_least=1)
+    assert letter.value() == near_limit
+    assert dict(letter.headers())[HEADER_REASON] == b"malformed_json"
+    assert registry.get_sample_value("driftstream_dead_letters_truncated_total") == 0
