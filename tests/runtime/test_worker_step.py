@@ -254,9 +254,9 @@ def wipe(redis_url, config):
     plain.close()
 
 
-@pytest.mark.parametrize("during_outage", [False, True])
+@pytest.mark.parametrize("when", ["running", "during_outage", "on_restart"])
 def test_lost_keys_are_claimed_again_and_resumed_from_kafka(
-    setup, client, redis_url, caplog, during_outage
+    setup, client, redis_url, caplog, when
 ):
     config, broker = setup
     topic = config.kafka.topics.predictions
@@ -266,11 +266,16 @@ def test_lost_keys_are_claimed_again_and_resumed_from_kafka(
     run_until(worker, drained(worker, broker, config))
     resume_at = broker.committed[(config.kafka.group_id, topic, 0)]
     feed(broker, config, VALUES[3000:4000])
-    if during_outage:
+    if when == "during_outage":
         client.down()
         run_until(worker, lambda: worker.uncommitted() > 0)
+    if when == "on_restart":
+        assert worker.close()
     wipe(redis_url, config)
     client.up()
+    if when == "on_restart":
+        worker = fake_worker(config, broker, client)
+        worker.start()
     run_until(worker, lambda: redis_offsets(redis_url, config).get(0) == {topic: 4000})
 
     assert sample(worker, "driftstream_store_state_lost_total") >= 1

@@ -112,6 +112,7 @@ class Held:
     """Records a unit took but has not committed; ``prepared`` once monitors saw them."""
 
     records: list[Record]
+    offsets: dict[str, int]  # the next offset after them, per topic
     prepared: Prepared | None = None
 
 
@@ -127,12 +128,12 @@ class Unit:
     monitors: dict[str, ModelMonitor] = field(default_factory=dict)
     held: Held | None = None
     quarantined: dict[str, bytes] = field(default_factory=dict)  # for the next commit
-    unsought: bool = False  # claimed, but the consumer is not at `position` yet
+    needs_seek: bool = False  # claimed, but the consumer is not at `position` yet
     relay_due: bool = False
 
     @property
     def ready(self) -> bool:
-        return self.epoch > 0 and not self.unsought
+        return self.epoch > 0 and not self.needs_seek
 
 
 class Worker:
@@ -223,11 +224,12 @@ class Worker:
         )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for number in sorted({tp.partition for tp in partitions}):
-            self.units[number] = Unit(number, self._store(number))
-            self._fenced_at.pop(number, None)
-        claimed = [u for u in self.units.values() if self.store.up and self._claim(u)]
-        self._locate(claimed)
+        numbers = sorted({tp.partition for tp in partitions})
+        new = [Unit(number, self._store(number)) for number in numbers]
+        for unit in new:
+            self.units[unit.partition] = unit
+            self._fenced_at.pop(unit.partition, None)
+        self._locate([unit for unit in new if self.store.up and self._claim(unit)])
         for tp in partitions:
             unit = self.units[tp.partition]
             if unit.epoch:
@@ -339,8 +341,8 @@ class Worker:
         if self._blocked():
             self._recover()
             return 0
-        kafka = self.config.kafka
-        messages = self._consume(kafka.batch_timeout_seconds)
+        self._resume()
+        messages = self._consume(self.config.kafka.batch_timeout_seconds)
         if not messages:
             self._relay()
             self._check_fenced()
@@ -401,8 +403,9 @@ class Worker:
         position = unit.position
         fresh = [r for r in records if r.offset >= position.get(r.topic, 0)]
         if fresh:
-            position.update(_next_offsets(fresh))
-            unit.held = Held(fresh)
+            offsets = _next_offsets(fresh)
+            position.update(offsets)
+            unit.held = Held(fresh, offsets)
 
     def _finish(self, unit: Unit, retry: bool = False) -> bool:
         """Prepare and commit what the unit holds; False when it must wait for Redis."""
@@ -414,7 +417,7 @@ class Worker:
             return False
         try:
             if held.prepared is None:
-                held.prepared = self._prepare(unit, held.records)
+                held.prepared = self._prepare(unit, held)
         except redis.RedisError as error:
             return self._store_failed("load", error)
         try:
@@ -430,8 +433,8 @@ class Worker:
         self._pause()
         return False
 
-    def _prepare(self, unit: Unit, records: list[Record]) -> Prepared:
-        decoded = self.decoder.decode(records)
+    def _prepare(self, unit: Unit, held: Held) -> Prepared:
+        decoded = self.decoder.decode(held.records)
         outbox = [self._dead_letter(letter) for letter in decoded.dead]
         monitors = self._load(unit, decoded.batches)
         touched: dict[str, ModelMonitor] = {}
@@ -442,7 +445,7 @@ class Worker:
             touched[name] = monitor
         states = {name: orjson.dumps(m.to_state()) for name, m in touched.items()}
         states.update(unit.quarantined)
-        return Prepared(_next_offsets(records), states, outbox, decoded, touched)
+        return Prepared(held.offsets, states, outbox, decoded, touched)
 
     def _load(self, unit: Unit, batches: Sequence[ModelBatch]) -> dict[str, ModelMonitor]:
         """Every monitor the batches need, read from Redis in one call before any update."""
@@ -560,7 +563,7 @@ class Worker:
         if not self._claim(fresh):
             return  # _retry claims it once Redis answers; the offsets tell it was lost
         self._locate([fresh], f"its epoch is gone while this worker held epoch {unit.epoch}")
-        fresh.unsought = True
+        fresh.needs_seek = True
         self._seek(fresh)
 
     def _seek(self, unit: Unit) -> bool:
@@ -573,7 +576,7 @@ class Worker:
         except KafkaException as error:
             log.info("partition %d: seek failed (%s); trying again", unit.partition, error)
             return False
-        unit.unsought = False
+        unit.needs_seek = False
         return True
 
     def _count(
@@ -659,8 +662,8 @@ class Worker:
                     return
                 self._locate([unit])
                 self._owned_changed("claimed")
-                unit.unsought = True
-            if unit.unsought and not self._seek(unit):
+                unit.needs_seek = True
+            if unit.needs_seek and not self._seek(unit):
                 return
             if unit.held is not None and not self._finish(unit, retry=True):
                 return
@@ -772,7 +775,7 @@ class Worker:
             for unit in list(self.units.values()):
                 if unit.held is not None and unit.ready:
                     self._finish(unit, retry=True)  # one last try, whatever the backoff says
-            if self.store.up:
+            if self.store.up and not self._relay_failures:  # a broker outage would make it wait
                 for unit in self.units.values():
                     unit.relay_due = True
                 self._relay_at = 0.0
