@@ -81,6 +81,21 @@ def redis_process(tmp_path, request):
         server.kill()
 
 
+@pytest.fixture
+def started():
+    """Workers a test starts; any still running at the end (a failed test) is killed."""
+    workers = []
+
+    def start(path):
+        workers.append(WorkerProcess(path))
+        return workers[-1]
+
+    yield start
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.kill()
+
+
 def run_reference(config, total, outcome):
     """An uninterrupted in-process run over the same input, for comparison."""
     worker = build_worker(config, CollectorRegistry())
@@ -101,7 +116,7 @@ def lines_with(worker, text):
 
 @pytest.mark.parametrize("redis_process", [True], indirect=True)
 def test_redis_killed_under_traffic_changes_nothing(
-    kafka_bootstrap, redis_url, unique, tmp_path, redis_process
+    kafka_bootstrap, redis_url, unique, tmp_path, redis_process, started
 ):
     inputs = f"{unique}-in"
     common = {"inputs": inputs, "batch_size": 250}
@@ -115,7 +130,7 @@ def test_redis_killed_under_traffic_changes_nothing(
         target=run_reference, args=(config_ref, len(traffic), reference), daemon=True
     )
     referee.start()
-    worker = WorkerProcess(path)
+    worker = started(path)
     prefix, group = config.redis.key_prefix, config.kafka.group_id
     wait_for(lambda: committed(redis_process.url, prefix, group) >= 3000, 60, "first commits")
 
@@ -154,7 +169,7 @@ def test_redis_killed_under_traffic_changes_nothing(
 
 @pytest.mark.parametrize("redis_process", [False], indirect=True)
 def test_redis_restarted_without_persistence_is_claimed_again_loudly(
-    kafka_bootstrap, unique, tmp_path, redis_process
+    kafka_bootstrap, unique, tmp_path, redis_process, started
 ):
     path, config = write_config(
         tmp_path, kafka_bootstrap, redis_process.url, unique, batch_size=250
@@ -162,7 +177,7 @@ def test_redis_restarted_without_persistence_is_claimed_again_loudly(
     traffic = events(6000, 0, seed=32)
     topic = config.kafka.topics.predictions
     produce(kafka_bootstrap, topic, traffic[:3000], KEY)
-    worker = WorkerProcess(path)
+    worker = started(path)
     prefix, group = config.redis.key_prefix, config.kafka.group_id
     wait_for(lambda: committed(redis_process.url, prefix, group) >= 3000, 60, "first commits")
 
@@ -189,7 +204,7 @@ def test_redis_restarted_without_persistence_is_claimed_again_loudly(
 
 @pytest.mark.parametrize("redis_process", [True], indirect=True)
 def test_sigterm_during_an_outage_stops_with_a_clear_line_and_status_3(
-    kafka_bootstrap, unique, tmp_path, redis_process
+    kafka_bootstrap, unique, tmp_path, redis_process, started
 ):
     path, config = write_config(
         tmp_path, kafka_bootstrap, redis_process.url, unique, batch_size=250
@@ -197,7 +212,7 @@ def test_sigterm_during_an_outage_stops_with_a_clear_line_and_status_3(
     traffic = events(4000, 0, seed=33)
     topic = config.kafka.topics.predictions
     produce(kafka_bootstrap, topic, traffic[:2000], KEY)
-    worker = WorkerProcess(path)
+    worker = started(path)
     prefix, group = config.redis.key_prefix, config.kafka.group_id
     wait_for(lambda: committed(redis_process.url, prefix, group) >= 2000, 60, "first commits")
 

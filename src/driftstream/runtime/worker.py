@@ -137,7 +137,14 @@ class Unit:
 
 
 class Worker:
-    """One member of the consumer group."""
+    """One member of the consumer group.
+
+    The Kafka clients come from ``consumer_factory`` and ``producer_factory``
+    (called with the settings built below; confluent-kafka's by default), so
+    tests can run ``step()`` on an in-memory broker. ``backoff`` spaces the
+    retries after Redis or relay failures (redis-py's backoff classes;
+    capped exponential with jitter by default) and ``clock`` measures them.
+    """
 
     def __init__(
         self,
