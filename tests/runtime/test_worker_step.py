@@ -208,6 +208,7 @@ def test_an_outage_pauses_consumption_and_nothing_is_lost_or_counted_twice(
 ):
     commands, at_start, operation = OUTAGES[case]
     config, broker = setup
+    topic = config.kafka.topics.predictions
     feed(broker, config)
     worker = fake_worker(config, broker, client)
     worker.start()
@@ -229,6 +230,8 @@ def test_an_outage_pauses_consumption_and_nothing_is_lost_or_counted_twice(
     assert broker.committed == kafka, "offsets never move without a commit"
     assert consumed(worker, config) == counted
     assert sample(worker, "driftstream_store_retries_total", operation=operation) >= 1
+    lag = sample(worker, "driftstream_consumer_lag_messages", topic=topic, partition="0")
+    assert lag == len(VALUES) - stored.get(0, {}).get(topic, 0)
 
     client.up()
     run_until(worker, drained(worker, broker, config))

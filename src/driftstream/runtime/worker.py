@@ -656,6 +656,7 @@ class Worker:
         if self._blocked():
             wait = self.store.wait() if not self.store.up else self._poll_seconds()
             self._rewind(self._records(self._consume(min(wait, self._poll_seconds()))))
+            self._report_lag()  # the lag grows meanwhile, and the gauges should show it
         else:
             self._resume()
 
@@ -777,7 +778,6 @@ class Worker:
         Returns False when Redis is unavailable at the end: records taken but
         not committed are then processed again by the partitions' next owner.
         """
-        left = 0
         try:
             for unit in list(self.units.values()):
                 if unit.held is not None and unit.ready:
