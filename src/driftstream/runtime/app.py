@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 import redis
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from driftstream.config import Config, check_client_settings, check_redis_url
 from driftstream.runtime.metrics import Metrics
@@ -27,7 +29,11 @@ def connect_redis(config: Config) -> redis.Redis:
     """A client for ``redis.url`` that has answered a PING, or a ServiceError saying why not."""
     check_redis_url(config.redis)
     url = config.redis.url.get_secret_value()
-    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    # One quick retry at most: the worker pauses and retries with its own
+    # backoff, and a long client-side retry would only delay a SIGTERM.
+    client = redis.Redis.from_url(
+        url, socket_timeout=5, socket_connect_timeout=3, retry=Retry(NoBackoff(), 1)
+    )
     try:
         client.ping()
     except redis.AuthenticationError as error:
