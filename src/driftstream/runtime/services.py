@@ -186,6 +186,8 @@ class _Server:
         trace: TracebackType | None,
     ) -> None:
         self.stop()
+        # A start that failed raised in __enter__, so its log is still there to read.
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class EmbeddedKafka(_Server):
