@@ -129,23 +129,40 @@ def test_ks_matches_scipy_on_samples_concentrated_at_bin_points():
         assert ks_binned(left, right) == pytest.approx(oracle, rel=1e-12)
 
 
-def test_chi2_matches_scipy_chisquare():
+def test_chi2_matches_scipy_contingency():
     for left, right in random_pairs(14):
-        left += 1  # every expected bin populated, so the floor never bites
-        f_exp = left / left.sum() * right.sum()
-        oracle = sps.chisquare(right, f_exp).pvalue
+        left += 1  # no column empty on both sides, so scipy sees the same table
+        oracle = sps.chi2_contingency(np.vstack([left, right]), correction=False).pvalue
         assert chi2_pvalue(left, right) == pytest.approx(oracle, rel=1e-9, abs=1e-300)
 
 
 def test_chi2_drops_bins_empty_on_both_sides():
     with_gaps = chi2_pvalue([10, 0, 20, 0, 30], [12, 0, 25, 0, 20])
     assert with_gaps == pytest.approx(chi2_pvalue([10, 20, 30], [12, 25, 20]), rel=1e-14)
-    oracle = sps.chisquare([12, 25, 20], np.array([10, 20, 30]) / 60 * 57).pvalue
+    table = np.array([[10, 20, 30], [12, 25, 20]])
+    oracle = sps.chi2_contingency(table, correction=False).pvalue
     assert with_gaps == pytest.approx(oracle, rel=1e-9)
 
 
+def test_chi2_false_alarm_rate_is_its_alpha_when_the_baseline_is_a_sample():
+    # The baseline is a sample as noisy as the window; a goodness-of-fit test
+    # that took its shares as exact alarmed at about 4x alpha here.
+    rng = np.random.default_rng(2024)
+    shares = np.array([0.40, 0.15, 0.12, 0.10, 0.08, 0.07, 0.05, 0.03])
+    trials, alpha = 4000, 0.01
+    alarms = sum(
+        chi2_pvalue(rng.multinomial(20_000, shares), rng.multinomial(5_000, shares)) < alpha
+        for _ in range(trials)
+    )
+    assert 0.5 * alpha <= alarms / trials <= 1.5 * alpha
+    shifted = shares + np.array([0, 0, 0, 0.04, 0, 0, 0, 0])
+    shifted /= shifted.sum()
+    assert chi2_pvalue(rng.multinomial(20_000, shares), rng.multinomial(5_000, shifted)) < 1e-6
+
+
 def test_chi2_new_category_is_strong_evidence():
-    assert chi2_pvalue([500, 500, 0], [480, 490, 30]) < 1e-12
+    assert chi2_pvalue([500, 500, 0], [480, 490, 30]) < 1e-6
+    assert chi2_pvalue([10_000, 10_000, 0], [480, 490, 30]) < 1e-12  # a baseline that big
     assert chi2_pvalue([5, 0], [5, 0]) == 1.0  # one bin in use: nothing to test
 
 
