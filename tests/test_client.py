@@ -277,7 +277,7 @@ def test_context_manager_does_not_hide_the_error_that_ended_the_block():
         (lambda c: c.log_features("m", {}, ts=datetime(2024, 5, 1)), ValueError, "ts is a naive"),
         (lambda c: c.log_features("m", {}, ts="yesterday"), ValueError, "ts 'yesterday'"),
         (lambda c: c.log_features("m", {}, ts="2024-05-01T12:00:00"), ValueError, "offset"),
-        (lambda c: c.log_features("m", {}, ts=math.nan), ValueError, "ts is nan"),
+        (lambda c: c.log_features("m", {}, ts=math.nan), ValueError, "ts nan is not a finite"),
         (lambda c: c.log_features("m", {}, ts=True), TypeError, "ts must be"),
         (lambda c: c.log_label("m", "e-1", None), TypeError, "label"),
         (lambda c: c.log_label("m", None, 1), ValueError, "event_id"),

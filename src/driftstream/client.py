@@ -22,6 +22,8 @@ from typing import Any, Self
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
+from driftstream.contract import read_timestamp
+
 __all__ = ["DeliveryError", "DriftClient", "QueueFullError"]
 
 Scalar = float | int | str | bool | None
@@ -352,18 +354,13 @@ def _segment(segment: object) -> dict[str, str]:
 
 
 def _timestamp(ts: object) -> float | int | str:
-    """Epoch seconds or an RFC 3339 string, as the contract allows."""
+    """Epoch seconds or an RFC 3339 string, checked by the contract the worker uses."""
     if ts is None:
         return time.time()
     if isinstance(ts, datetime):
-        return _utc_text(ts)
-    if isinstance(ts, str):
-        _check_rfc3339(ts)
-        return ts
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        msg = f"ts must be epoch seconds, a datetime or an RFC 3339 string, got {ts!r}"
-        raise TypeError(msg)
-    return _check_finite(ts, "ts")
+        ts = _utc_text(ts)
+    read_timestamp(ts)
+    return ts  # type: ignore[return-value]  # read_timestamp refused every other type
 
 
 def _utc_text(ts: datetime) -> str:
@@ -371,13 +368,3 @@ def _utc_text(ts: datetime) -> str:
         msg = f"ts is a naive datetime ({ts.isoformat()}); give it a timezone, e.g. tzinfo=UTC"
         raise ValueError(msg)
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _check_rfc3339(ts: str) -> None:
-    try:
-        parsed = datetime.fromisoformat(ts)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        msg = f"ts {ts!r} is not an RFC 3339 timestamp with an offset, e.g. 2024-05-01T12:00:00Z"
-        raise ValueError(msg)

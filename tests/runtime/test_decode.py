@@ -343,6 +343,12 @@ DEAD = [
      "non_finite", "field 'ts' is not a finite number"),
     ("1e400", record(orjson.dumps(event()).replace(b"12.5", b"1e400")), {}, "non_finite",
      "feature 'amount' is not a finite number"),
+    ("400-digit int", record(orjson.dumps(event()).replace(b"12.5", b"9" * 400)), {},
+     "non_finite", "feature 'amount' is not a finite number"),
+    ("negative 400-digit int", record(orjson.dumps(event()).replace(b"0.25", b"-" + b"1" * 400)),
+     {}, "non_finite", "field 'score' is not a finite number"),
+    ("5000-digit int", record(orjson.dumps(event()).replace(b"12.5", b"7" * 5000)), {},
+     "non_finite", "feature 'amount' is not a finite number"),
     ("array", record(b"[1, 2]"), {}, "not_an_object", "value is an array, expected a JSON object"),
     ("string", record(b'"fraud"'), {}, "not_an_object", "value is a string"),
     ("null", record(b"null"), {}, "not_an_object", "value is null"),
@@ -561,3 +567,9 @@ def test_a_record_holding_two_values_and_a_guessed_separator_is_refused():
 def test_nothing_in_nothing_out():
     out = decode([])
     assert (out.batches, out.dead, out.consumed) == ([], [], {})
+
+
+def test_integers_that_fit_a_double_are_numbers():
+    wide = orjson.dumps(event()).replace(b"12.5", str(2**70).encode())
+    batch = only_batch(decode([record(wide)])).batch
+    assert batch.columns["amount"].tolist() == [float(2**70)]

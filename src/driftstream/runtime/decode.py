@@ -60,12 +60,10 @@ from __future__ import annotations
 import gc
 import json
 import math
-import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
@@ -74,43 +72,33 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+# The reasons and roles live in the contract; they are re-exported from here.
+from driftstream.contract import (  # noqa: F401
+    BAD_TIMESTAMP,
+    EMPTY,
+    FEATURES,
+    KEY_MISMATCH,
+    MALFORMED_JSON,
+    MAX_TS,
+    MISSING_FIELD,
+    NON_FINITE,
+    NOT_AN_OBJECT,
+    OVERSIZED,
+    PREDICTIONS,
+    REASONS,
+    ROLES,
+    TOO_MANY_FEATURES,
+    UNKNOWN_MODEL,
+    UNKNOWN_TOPIC,
+    WRONG_TYPE,
+    in_range,
+    parse_timestamp,
+    range_problem,
+)
 from driftstream.core.baseline import BaselineProfile, NumericProfile, category_label
 from driftstream.core.batch import Batch
 from driftstream.core.settings import CATEGORICAL, NUMERIC, PREDICTION, SCORE
 
-PREDICTIONS = "predictions"
-FEATURES = "features"
-ROLES = (PREDICTIONS, FEATURES)
-
-OVERSIZED = "oversized"
-EMPTY = "empty"
-MALFORMED_JSON = "malformed_json"
-NOT_AN_OBJECT = "not_an_object"
-MISSING_FIELD = "missing_field"
-WRONG_TYPE = "wrong_type"
-NON_FINITE = "non_finite"
-BAD_TIMESTAMP = "bad_timestamp"
-UNKNOWN_MODEL = "unknown_model"
-KEY_MISMATCH = "key_mismatch"
-TOO_MANY_FEATURES = "too_many_features"
-UNKNOWN_TOPIC = "unknown_topic"
-REASONS = (
-    OVERSIZED,
-    EMPTY,
-    MALFORMED_JSON,
-    NOT_AN_OBJECT,
-    MISSING_FIELD,
-    WRONG_TYPE,
-    NON_FINITE,
-    BAD_TIMESTAMP,
-    UNKNOWN_MODEL,
-    KEY_MISMATCH,
-    TOO_MANY_FEATURES,
-    UNKNOWN_TOPIC,
-)
-
-# Year 10000 starts here; RFC 3339 cannot write a later time, so neither may a number.
-MAX_TS = 253402300800.0
 # Records parsed and turned into columns at a time (see the module docstring).
 CHUNK = 500
 
@@ -140,10 +128,6 @@ _JSON_NAMES = {
     list: "an array",
     _NULL: "null",
 }
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))",
-    re.ASCII,
-)
 _SHOWN = 80
 
 _Place = tuple[str, int, str]
@@ -598,7 +582,7 @@ class _Group:
             self._required(row, "ts", value, "a number or an RFC 3339 string")
             return math.nan
         parsed = parse_timestamp(value)
-        if parsed is None or not 0.0 <= parsed < MAX_TS:
+        if parsed is None or not in_range(parsed):
             detail = f"field 'ts' is {_show(value)}, not an RFC 3339 time from 1970 on"
             self._mark_here(row, BAD_TIMESTAMP, detail)
             return math.nan
@@ -675,32 +659,6 @@ class _Group:
         return fix
 
 
-def parse_timestamp(text: str) -> float | None:
-    """Epoch seconds of an RFC 3339 time, or ``None`` if it is not one.
-
-    >>> parse_timestamp("2026-11-22T05:00:00.5+02:00")
-    1795316400.5
-    >>> parse_timestamp("2026-11-22T05:00:00") is None  # an offset is required
-    True
-    """
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
-    if hour > 23 or minute > 59 or second > 60:
-        return None
-    try:
-        start = datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-    offset = 0
-    if match[8] is None:
-        sign = 1 if match[9] == "+" else -1
-        offset = sign * (int(match[10]) * 3600 + int(match[11]) * 60)
-    # Seconds are added, not passed to datetime, so a leap second (60) rolls over.
-    return start + second + float(match[7] or 0.0) - offset
-
-
 def _parse_failure(value: bytes, error: orjson.JSONDecodeError) -> tuple[str, str]:
     where = _non_finite_place(value)
     if where is not None:
@@ -713,7 +671,9 @@ def _non_finite_place(value: bytes) -> str | None:
     # library reads them (as nan and inf), so a document it accepts is
     # valid JSON apart from a non-finite number, which we then locate.
     try:
-        document = json.loads(value.decode("utf-8"))
+        # Integers parsed as floats: one too large for a double becomes inf
+        # (orjson refuses those), and none hits the int digit limit.
+        document = json.loads(value.decode("utf-8"), parse_int=float)
     except (ValueError, RecursionError):
         return None
     stack: list[tuple[tuple[str, ...], Any]] = [((), document)]
@@ -737,9 +697,7 @@ def _path_name(path: tuple[str, ...]) -> str:
 
 
 def _ts_range_detail(value: Any) -> str:
-    millis = isinstance(value, int | float) and MAX_TS <= value < MAX_TS * 1000
-    hint = " (milliseconds? ts is in seconds)" if millis else ""
-    return f"field 'ts' is {_show(value)}, outside 1970-01-01..9999-12-31{hint}"
+    return f"field 'ts' is {_show(value)}, {range_problem(value)}"
 
 
 def _segment_problem(segment: Any) -> str | None:

@@ -11,14 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from driftstream.config import Config, monitor_settings, read_baseline
+from driftstream.contract import FEATURES, PREDICTIONS, ROLES  # noqa: F401  (re-exported)
 from driftstream.core.baseline import BaselineProfile
 from driftstream.core.monitor import ModelMonitor
 from driftstream.core.settings import PREDICTION, SCORE, MonitorSettings
 from driftstream.runtime.decode import ModelColumns
-
-PREDICTIONS = "predictions"
-FEATURES = "features"
-ROLES = (PREDICTIONS, FEATURES)
 
 
 @dataclass(frozen=True)
