@@ -146,6 +146,8 @@ class Record(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    # Only records of the repartition topic keep theirs: they name the source.
+    headers: Sequence[tuple[str, bytes]] | None = None
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,26 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+        self._register_routing(registry)
+
+    def _register_routing(self, registry: CollectorRegistry) -> None:
+        self.forwarded = Counter(
+            "driftstream_repartition_forwarded_total",
+            "Input events forwarded to the repartition topic (routing: repartition).",
+            registry=registry,
+        )
+        self.repartition_duplicates = Counter(
+            "driftstream_repartition_duplicates_total",
+            "Forwarded events read again after a relay retry, and dropped.",
+            registry=registry,
+        )
+        self.partition_splits = Counter(
+            "driftstream_partition_splits_total",
+            "Models found on more than one partition (routing: by_key); each raised a quality "
+            "alert. Producers disagree on the partitioner.",
+            ["model"],
+            registry=registry,
+        )
 
     def _register_outputs(self, registry: CollectorRegistry) -> None:
         self.drift_statistic = Gauge(

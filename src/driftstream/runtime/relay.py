@@ -68,6 +68,7 @@ def fit(entry: OutboxEntry, limit: int) -> tuple[OutboxEntry, bool]:
         None if entry.key is None else entry.key[:kept_key],
         entry.value[:kept_value],
         tuple(headers),
+        entry.partition,
     )
     return cut, True
 
@@ -153,12 +154,22 @@ class Relay:
             self._failed.append((entry, error))
 
     def _send(self, entry: OutboxEntry, callback: Callable[..., None]) -> None:
+        if entry.partition is None:
+            self.producer.produce(
+                entry.topic,
+                value=entry.value,
+                key=entry.key,
+                headers=list(entry.headers),
+                on_delivery=callback,
+            )
+            return
         self.producer.produce(
             entry.topic,
             value=entry.value,
             key=entry.key,
             headers=list(entry.headers),
             on_delivery=callback,
+            partition=entry.partition,
         )
 
     def _report_failures(self) -> None:

@@ -52,14 +52,15 @@ SCHEMA_VERSION = "v1"
 
 _NAMES = ("epoch", "offsets", "state", "outbox", "outbox:order", "outbox:seq")
 
-# KEYS: epoch, offsets, state, outbox, outbox:order, outbox:seq (as in _NAMES)
-# ARGV: epoch, number of offsets, number of states, then topic/offset pairs,
-#       name/blob pairs and id/entry pairs, in that order.
+# KEYS: epoch, offsets, state, outbox, outbox:order, outbox:seq (as in _NAMES),
+#       then the partition sets of models to register (routing by key)
+# ARGV: epoch, number of offsets, number of states, the unit's partition,
+#       then topic/offset pairs, name/blob pairs and id/entry pairs, in that order.
 COMMIT_LUA = """
 local epoch = tonumber(redis.call('GET', KEYS[1]) or '0')
 local n_offsets = tonumber(ARGV[2])
 local n_states = tonumber(ARGV[3])
-local first_state = 4 + 2 * n_offsets
+local first_state = 5 + 2 * n_offsets
 local first_entry = first_state + 2 * n_states
 
 -- 1. Fencing: a worker whose epoch is not the latest claim is a zombie.
@@ -70,7 +71,7 @@ end
 -- 2. Compare every offset with the stored one (absent = -1, before any offset).
 local forward = false
 local behind = nil
-for i = 4, first_state - 1, 2 do
+for i = 5, first_state - 1, 2 do
   local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
   local given = tonumber(ARGV[i + 1])
   if given > stored then
@@ -93,7 +94,7 @@ end
 
 -- 5. Every check passed; only now write offsets, state blobs and new outbox
 --    entries (HSETNX skips an id already present, so it keeps its place).
-for i = 4, first_state - 1, 2 do
+for i = 5, first_state - 1, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 for i = first_state, first_entry - 1, 2 do
@@ -104,7 +105,13 @@ for i = first_entry, #ARGV, 2 do
     redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[i])
   end
 end
-return {'ok'}
+-- 6. Register this partition for each model, and say where else each was seen.
+local answer = {'ok'}
+for i = 7, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[4])
+  answer[#answer + 1] = redis.call('SMEMBERS', KEYS[i])
+end
+return answer
 """
 
 
@@ -139,6 +146,7 @@ class OutboxEntry:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None  # None: the producer's partitioner picks one
 
 
 def unit_key(prefix: str, group: str, partition: int, name: str) -> str:
@@ -157,6 +165,8 @@ class PartitionStore:
         _check_unit(client, prefix, group, partition)
         self.group = group
         self.partition = partition
+        self._prefix = prefix
+        self.partitions_seen: dict[str, set[int]] = {}
         self._client = client
         self._keys = [unit_key(prefix, group, partition, name) for name in _NAMES]
         self._epoch, self._offsets, self._state, self._outbox, self._order, _ = self._keys
@@ -183,6 +193,7 @@ class PartitionStore:
         offsets: Mapping[str, int],
         states: Mapping[str, bytes],
         outbox: Sequence[OutboxEntry],
+        register: Sequence[str] = (),
     ) -> str:
         """Write one micro-batch atomically; "ok", or "applied" for a retry that already landed.
 
@@ -190,17 +201,39 @@ class PartitionStore:
         offsets alone: when none is ahead of the stored one, nothing changes.
         A stale epoch raises Fenced, a mix of forward and backward offsets
         raises OffsetConflict; neither writes anything.
+
+        ``register`` names models to record as seen on this partition, in
+        the same script; ``partitions_seen`` then maps each to every
+        partition of the group that registered it ("ok" only).
         """
         _check_commit(epoch, offsets)
-        args: list[Any] = [epoch, len(offsets), len(states)]
+        self.partitions_seen = {}
+        args: list[Any] = [epoch, len(offsets), len(states), self.partition]
         for topic, offset in offsets.items():
             args += [topic, offset]
         for name, blob in states.items():
             args += [name, blob]
         for entry in outbox:
             args += [entry.id, encode_entry(entry)]
-        reply = self._commit(keys=self._keys, args=args)
-        return self._answer(epoch, reply)
+        sets = [self._model_key(model_id) for model_id in register]
+        reply = self._commit(keys=[*self._keys, *sets], args=args)
+        status = self._answer(epoch, reply)
+        if status == "ok":
+            self.partitions_seen = {
+                model_id: {int(member) for member in members}
+                for model_id, members in zip(register, reply[1:], strict=True)
+            }
+        return status
+
+    def model_partitions(self, model_id: str) -> set[int]:
+        """Every partition of the group that registered ``model_id`` in a commit."""
+        members = cast(set[bytes], self._client.smembers(self._model_key(model_id)))
+        return {int(member) for member in members}
+
+    def _model_key(self, model_id: str) -> str:
+        # Shared by every unit of the group, so in a Redis Cluster it lives in
+        # another slot than this unit's keys; Cluster support must move it.
+        return f"{self._prefix}:{SCHEMA_VERSION}:{self.group}:model-partitions:{model_id}"
 
     def pending(self, limit: int = 1000) -> list[OutboxEntry]:
         """The oldest outbox entries, in insertion order."""
@@ -354,6 +387,7 @@ def encode_entry(entry: OutboxEntry) -> bytes:
             "key": None if entry.key is None else _b64(entry.key),
             "value": _b64(entry.value),
             "headers": [[name, _b64(value)] for name, value in entry.headers],
+            "partition": entry.partition,
         }
     )
 
@@ -367,6 +401,7 @@ def decode_entry(blob: bytes) -> OutboxEntry:
         key=None if key is None else _unb64(key),
         value=_unb64(data["value"]),
         headers=tuple((name, _unb64(value)) for name, value in data["headers"]),
+        partition=data.get("partition"),  # absent in entries older releases wrote
     )
 
 

@@ -49,7 +49,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -66,9 +66,12 @@ from confluent_kafka import (
 from redis.backoff import AbstractBackoff
 
 from driftstream.config import Config
+from driftstream.contract import UNKNOWN_TOPIC
+from driftstream.core.findings import Finding
 from driftstream.core.monitor import ModelMonitor
+from driftstream.runtime import routing
 from driftstream.runtime.alerts import Source, alert_event, dead_letter_headers, encode_alert
-from driftstream.runtime.decode import Decoded, Decoder, ModelBatch, Record
+from driftstream.runtime.decode import DeadLetter, Decoded, Decoder, ModelBatch, Record
 from driftstream.runtime.metrics import Metrics
 from driftstream.runtime.models import FEATURES, PREDICTIONS, ModelSpec, state_name
 from driftstream.runtime.relay import HEADER_ROOM_BYTES, Relay, error_name
@@ -105,6 +108,10 @@ class Prepared:
     outbox: list[OutboxEntry]
     decoded: Decoded
     touched: dict[str, ModelMonitor]
+    routing: routing.RoutingState | None = None  # the unit's, once this commits
+    register: list[str] = field(default_factory=list)  # models new to the unit
+    forwarded: int = 0
+    duplicates: int = 0
 
 
 @dataclass
@@ -130,6 +137,10 @@ class Unit:
     quarantined: dict[str, bytes] = field(default_factory=dict)  # for the next commit
     needs_seek: bool = False  # claimed, but the consumer is not at `position` yet
     relay_due: bool = False
+    routing: routing.RoutingState | None = None  # loaded with the first batch
+    registered: set[str] = field(default_factory=set)  # models this claim registered
+    # Splits a commit revealed (two units saw a model at once): alerts for the next commit.
+    splits: list[tuple[str, set[int], ModelBatch]] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -165,6 +176,10 @@ class Worker:
         self.clock = clock
         topics = config.kafka.topics
         self.roles = {topics.predictions: PREDICTIONS, topics.features: FEATURES}
+        # With routing by repartition, the input topics are only forwarded
+        # and the monitors read the repartition topic.
+        self.repartition = topics.repartition if config.kafka.routing == "repartition" else None
+        self.inputs = [*self.roles, *([self.repartition] if self.repartition else [])]
         self.decoder = Decoder(
             {model_id: spec.columns() for model_id, spec in models.items()},
             self.roles,
@@ -217,6 +232,10 @@ class Worker:
             "enable.idempotence": True,
             "message.max.bytes": room,
         }
+        if self.repartition:
+            # Forwards of one source partition must land in order and without
+            # gaps, or the duplicate marks would drop a re-sent one (routing.py).
+            settings["enable.gapless.guarantee"] = True
         settings.update(self.config.kafka.shared_settings())
         return settings
 
@@ -224,7 +243,7 @@ class Worker:
 
     def start(self) -> None:
         self.consumer.subscribe(
-            list(self.roles),
+            list(self.inputs),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
@@ -290,7 +309,7 @@ class Worker:
         Kafka has offsets only for what was committed to Redis first, so a
         unit with offsets in Kafka and none in Redis lost its keys.
         """
-        missing = [(u.partition, t) for u in units for t in self.roles if t not in u.offsets]
+        missing = [(u.partition, t) for u in units for t in self.inputs if t not in u.offsets]
         kafka = self._kafka_committed(missing)
         for unit in units:
             found = {t: o for (p, t), o in kafka.items() if p == unit.partition}
@@ -392,10 +411,17 @@ class Worker:
 
     def _by_unit(self, messages: Sequence[Message]) -> list[tuple[Unit, list[Record]]]:
         grouped: dict[int, list[Record]] = defaultdict(list)
-        for m in messages:
-            grouped[m.partition()].append(  # type: ignore[index]
-                Record(m.topic(), m.partition(), m.offset(), m.key(), m.value())  # type: ignore[arg-type]
-            )
+        if self.repartition:
+            for m in messages:
+                headers = m.headers() if m.topic() == self.repartition else None
+                grouped[m.partition()].append(  # type: ignore[index]
+                    Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)  # type: ignore[arg-type]
+                )
+        else:
+            for m in messages:
+                grouped[m.partition()].append(  # type: ignore[index]
+                    Record(m.topic(), m.partition(), m.offset(), m.key(), m.value())  # type: ignore[arg-type]
+                )
         pairs = []
         for number, records in grouped.items():
             unit = self.units.get(number)
@@ -441,18 +467,155 @@ class Worker:
         return False
 
     def _prepare(self, unit: Unit, held: Held) -> Prepared:
-        decoded = self.decoder.decode(held.records)
-        outbox = [self._dead_letter(letter) for letter in decoded.dead]
+        """Decode, route and update; every Redis read comes before any change to the unit."""
+        saved = self._load_routing(unit)
+        state = routing.RoutingState(dict(saved.marks), list(saved.reported))
+        records: Sequence[Record] = held.records
+        forwards: list[OutboxEntry] = []
+        dead: list[DeadLetter] = []
+        sources: dict[int, Source] = {}
+        duplicates = 0
+        if self.repartition:
+            records, forwards, dead, sources, duplicates = self._route(unit, held.records, state)
+        decoded = self.decoder.decode(records)
+        dead += [self._from_source(letter, sources) for letter in decoded.dead]
+        outbox = forwards + [self._dead_letter(letter) for letter in dead]
+        register = [] if self.repartition else self._unregistered(unit, decoded.batches)
+        outbox += self._split_alerts(unit, decoded.batches, register, state)
         monitors = self._load(unit, decoded.batches)
         touched: dict[str, ModelMonitor] = {}
         for batch in decoded.batches:
             name = state_name(batch.role, batch.model_id)
             monitor = monitors[name]
-            outbox += self._alerts(batch, monitor.update(batch.batch))
+            outbox += self._alerts(batch, monitor.update(batch.batch), sources)
             touched[name] = monitor
         states = {name: orjson.dumps(m.to_state()) for name, m in touched.items()}
         states.update(unit.quarantined)
-        return Prepared(held.offsets, states, outbox, decoded, touched)
+        if state != saved:
+            states[routing.STATE_NAME] = orjson.dumps(state.to_state())
+        decoded = replace(decoded, dead=dead)
+        return Prepared(
+            held.offsets, states, outbox, decoded, touched, state, register, len(forwards),
+            duplicates,
+        )
+
+    def _load_routing(self, unit: Unit) -> routing.RoutingState:
+        if unit.routing is None:
+            blob = unit.store.load([routing.STATE_NAME]).get(routing.STATE_NAME)
+            unit.routing = routing.RoutingState()
+            if blob is not None:
+                try:
+                    unit.routing = routing.RoutingState.from_state(orjson.loads(blob))
+                except ValueError as error:
+                    # Marks lost only let relay duplicates through; say so loudly.
+                    log.error("partition %d: routing state ignored: %s", unit.partition, error)
+        return unit.routing
+
+    def _route(
+        self, unit: Unit, records: Sequence[Record], state: routing.RoutingState
+    ) -> tuple[list[Record], list[OutboxEntry], list[DeadLetter], dict[int, Source], int]:
+        """Forward input records; turn repartition records back into their sources.
+
+        Records read from the repartition topic are decoded as one stream
+        per unit (partition ``unit.partition``, their own offsets), so each
+        model's events keep their order in that log whatever the batch cuts;
+        ``sources`` maps those offsets back to the original records.
+        """
+        inputs = [r for r in records if r.topic != self.repartition]
+        forwards, dead = self._forward(inputs)
+        own: list[Record] = []
+        sources: dict[int, Source] = {}
+        duplicates = 0
+        for record in records:
+            if record.topic != self.repartition:
+                continue
+            source = routing.source_of(record.headers)
+            if source is None:
+                detail = "a record on the repartition topic without driftstream's source headers"
+                dead.append(DeadLetter(record, UNKNOWN_TOPIC, detail))
+            elif state.fresh(source):
+                sources[record.offset] = Source(source.topic, source.partition, source.offset)
+                own.append(Record(source.topic, unit.partition, record.offset, record.key,
+                                  record.value))
+            else:
+                duplicates += 1
+        return own, forwards, dead, sources, duplicates
+
+    def _forward(self, records: Sequence[Record]) -> tuple[list[OutboxEntry], list[DeadLetter]]:
+        kafka = self.config.kafka
+        limit = self.config.limits.max_message_bytes
+        forwards, refused = [], []
+        for record in records:
+            fits = record.value is not None and len(record.value) <= limit
+            model_id = routing.model_of(record.value, self.models) if fits else None
+            if model_id is None:
+                refused.append(record)
+            else:
+                forwards.append(
+                    routing.forward_entry(record, model_id, kafka.topics.repartition,
+                                          kafka.partitions)
+                )
+        # The decoder names the reason for what cannot be routed.
+        return forwards, self.decoder.decode(refused).dead if refused else []
+
+    @staticmethod
+    def _from_source(letter: DeadLetter, sources: Mapping[int, Source]) -> DeadLetter:
+        source = sources.get(letter.record.offset)
+        if source is None or letter.record.topic != source.topic:
+            return letter
+        original = Record(source.topic, source.partition, source.offset, letter.record.key,
+                          letter.record.value)
+        return replace(letter, record=original)
+
+    def _unregistered(self, unit: Unit, batches: Sequence[ModelBatch]) -> list[str]:
+        return sorted({b.model_id for b in batches} - unit.registered)
+
+    def _split_alerts(
+        self,
+        unit: Unit,
+        batches: Sequence[ModelBatch],
+        register: Sequence[str],
+        state: routing.RoutingState,
+    ) -> list[OutboxEntry]:
+        """Alerts for models already seen on another partition (a read, before any change)."""
+        alerts: list[OutboxEntry] = []
+        for model_id, partitions, batch in unit.splits:
+            alerts += self._split_alert(model_id, partitions, batch, state)
+        for model_id in register:
+            seen = unit.store.model_partitions(model_id) | {unit.partition}
+            if len(seen) > 1:
+                first = next(b for b in batches if b.model_id == model_id)
+                alerts += self._split_alert(model_id, seen, first, state)
+        return alerts
+
+    def _split_alert(
+        self, model_id: str, partitions: set[int], batch: ModelBatch, state: routing.RoutingState
+    ) -> list[OutboxEntry]:
+        alert_id = routing.split_alert_id(model_id, partitions)
+        if not state.report(alert_id):
+            return []
+        self.metrics.partition_splits.labels(model=model_id).inc()
+        log.warning(
+            "model %r arrives on partitions %s of group %r: its producers use different "
+            "partitioners, so its events are split between independent monitors. Key every "
+            "event by model_id with the murmur2 partitioner, or set kafka.routing: repartition",
+            model_id,
+            sorted(partitions),
+            self.config.kafka.group_id,
+        )
+        ts = float(batch.batch.ts[0])
+        finding = Finding(
+            "quality", model_id, str(batch.versions[0]), "__routing__", "routing",
+            "partition_split", float(len(partitions)), 1.0, "warning", "partitions",
+            ts, ts, 0, ts, 0,
+        )
+        source = Source(batch.topic, batch.partition, int(batch.offsets[0]))
+        event = alert_event(finding, role=batch.role, source=source,
+                            model_version=str(batch.versions[0]))
+        event["alert_id"] = alert_id
+        event["details"]["partitions"] = sorted(partitions)
+        topic = self.config.kafka.topics.alerts
+        return [OutboxEntry(alert_id, topic, model_id.encode(), encode_alert(event))]
 
     def _load(self, unit: Unit, batches: Sequence[ModelBatch]) -> dict[str, ModelMonitor]:
         """Every monitor the batches need, read from Redis in one call before any update."""
@@ -489,11 +652,14 @@ class Worker:
             )
             return spec.new_monitor(role)
 
-    def _alerts(self, batch: ModelBatch, findings: Sequence[Any]) -> list[OutboxEntry]:
+    def _alerts(
+        self, batch: ModelBatch, findings: Sequence[Any], sources: Mapping[int, Source]
+    ) -> list[OutboxEntry]:
         entries = []
         alerts_topic = self.config.kafka.topics.alerts
         for finding in findings:
-            source = Source(batch.topic, batch.partition, int(batch.offsets[finding.row]))
+            offset = int(batch.offsets[finding.row])
+            source = sources.get(offset) or Source(batch.topic, batch.partition, offset)
             event = alert_event(
                 finding,
                 role=batch.role,
@@ -521,7 +687,9 @@ class Worker:
         """One atomic write of the batch; False when the unit turned out not to be ours."""
         started = time.perf_counter()
         try:
-            unit.store.commit(unit.epoch, prepared.offsets, prepared.states, prepared.outbox)
+            unit.store.commit(
+                unit.epoch, prepared.offsets, prepared.states, prepared.outbox, prepared.register
+            )
         except Fenced as fenced:
             self._fenced(unit, fenced)
             return False
@@ -532,6 +700,10 @@ class Worker:
     def _committed(self, unit: Unit, records: list[Record], prepared: Prepared) -> None:
         unit.held = None
         unit.offsets.update(prepared.offsets)
+        unit.routing = prepared.routing
+        self._registered(unit, prepared)
+        self.metrics.forwarded.inc(prepared.forwarded)
+        self.metrics.repartition_duplicates.inc(prepared.duplicates)
         for name in prepared.states:
             unit.quarantined.pop(name, None)
         self.processed += len(records)
@@ -539,6 +711,16 @@ class Worker:
         if prepared.outbox:
             unit.relay_due = True
         self._commit_to_kafka(unit, prepared.offsets)
+
+    def _registered(self, unit: Unit, prepared: Prepared) -> None:
+        """A split found only by this commit (two units saw a model at once) goes out next."""
+        unit.registered.update(prepared.register)
+        unit.splits = []  # this commit carried their alerts
+        reported = prepared.routing.reported if prepared.routing else []
+        for model_id, partitions in unit.store.partitions_seen.items():
+            if len(partitions) > 1 and routing.split_alert_id(model_id, partitions) not in reported:
+                batch = next(b for b in prepared.decoded.batches if b.model_id == model_id)
+                unit.splits.append((model_id, partitions, batch))
 
     def _commit_to_kafka(self, unit: Unit, offsets: Mapping[str, int]) -> None:
         # For lag tools, and to resume from should Redis lose the unit's keys.
