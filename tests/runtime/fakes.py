@@ -284,7 +284,9 @@ class FlakyRedis(redis.Redis):
         return pipe
 
 
-def fake_config(tmp_path, redis_url, prefix, *, batch_size=500, partitions=2, window=1000):
+def fake_config(
+    tmp_path, redis_url, prefix, *, batch_size=500, partitions=2, window=1000, routing="by_key"
+):
     """A config for the fake broker: fixed topic names, a key prefix of its own."""
     from driftstream.config import parse_config
 
@@ -306,6 +308,7 @@ def fake_config(tmp_path, redis_url, prefix, *, batch_size=500, partitions=2, wi
                 "partitions": partitions,
                 "batch_size": batch_size,
                 "batch_timeout_seconds": 0.01,
+                "routing": routing,
             },
             "redis": {"url": redis_url, "key_prefix": prefix},
             "metrics": {"port": 0},
@@ -317,7 +320,7 @@ def fake_config(tmp_path, redis_url, prefix, *, batch_size=500, partitions=2, wi
 def fake_broker(config):
     broker = FakeBroker()
     topics = config.kafka.topics
-    for name in (topics.predictions, topics.features):
+    for name in (topics.predictions, topics.features, topics.repartition):
         broker.create_topic(name, config.kafka.partitions)
     broker.create_topic(topics.alerts, 1)
     broker.create_topic(topics.dlq, 1)
