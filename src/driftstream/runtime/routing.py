@@ -23,8 +23,9 @@ or below it. That is exact because one source partition's forwards reach a
 repartition partition in order and without gaps: they are produced in
 outbox order by one idempotent producer with ``enable.gapless.guarantee``
 (a gap would be a fatal producer error, after which nothing later of that
-producer is delivered and the relay starts over from the first entry still
-in the outbox), and re-sent copies only ever follow the originals.
+producer is delivered), whose messages never time out (librdkafka keeps
+retrying through a broker outage, in order), and re-sent copies only ever
+follow the originals.
 
 >>> murmur2_partition(b"fraud-detector", 4)  # where the SDK puts it too
 0
@@ -32,6 +33,7 @@ in the outbox), and re-sent copies only ever follow the originals.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +83,7 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=4096)  # a few models, each looked up once per event
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """The partition the Java client (and the SDK) picks for ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

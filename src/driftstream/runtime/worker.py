@@ -234,8 +234,13 @@ class Worker:
         }
         if self.repartition:
             # Forwards of one source partition must land in order and without
-            # gaps, or the duplicate marks would drop a re-sent one (routing.py).
-            settings["enable.gapless.guarantee"] = True
+            # gaps, or the duplicate marks would drop a re-sent one (routing.py):
+            # no delivery timeout, and any gap is a fatal error instead. The
+            # latter is flagged experimental at every start; warnings that
+            # matter reach the log through the relay's own failure lines.
+            settings.update(
+                {"enable.gapless.guarantee": True, "message.timeout.ms": 0, "log_level": 3}
+            )
         settings.update(self.config.kafka.shared_settings())
         return settings
 
