@@ -22,6 +22,11 @@ def pytest_addoption(parser):
         action="store_true",
         help="run integration tests against Kafka and Redis containers (Docker)",
     )
+    parser.addoption(
+        "--chaos-full",
+        action="store_true",
+        help="run the chaos suite in its long form (more kills, traffic and outage time)",
+    )
 
 
 def pytest_ignore_collect(collection_path, config):

@@ -1,0 +1,256 @@
+"""Traffic, faults and the oracle comparison for the chaos suite.
+
+Every scenario runs the same input twice: once through an uninterrupted
+worker (the oracle), once through workers that are killed, stopped and cut
+off from Redis or Kafka. Both must end with the same committed state, the
+same set of alert ids, and every malformed record dead-lettered with its
+reason.
+"""
+
+import hashlib
+import random
+import signal
+import threading
+import time
+
+import orjson
+import yaml
+from confluent_kafka import Producer
+from pipeline import (
+    WorkerProcess,
+    alert_ids,
+    committed,
+    events,
+    read_topic,
+    snapshot,
+    wait_for,
+)
+
+from driftstream.config import load_config
+from driftstream.runtime.alerts import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
+
+MODELS = ("m0", "m1", "m2")
+MAX_BYTES = 20_000  # limits.max_message_bytes in the chaos configs, so "oversized" is cheap
+
+
+def good_event(model_id, index, **changes):
+    event = {
+        "event_id": f"bad-{index}",
+        "model_id": model_id,
+        "model_version": "v1",
+        "ts": 1_767_225_600.0 + index * 0.01,
+        "features": {"amount": 12.5, "latency_ms": 80.0, "country": "US"},
+        "prediction": "ok",
+        "score": 0.25,
+    }
+    event.update(changes)
+    return event
+
+
+def _json(event):
+    return orjson.dumps(event)
+
+
+def _with(index, old, new):
+    value = _json(good_event("m0", index))
+    assert value.count(old) == 1, (old, value)
+    return value.replace(old, new)
+
+
+# (expected reason, key, value) makers; every kind the issue lists, and a few more.
+MALFORMED = {
+    "truncated": ("malformed_json", lambda i: _json(good_event("m0", i))[:-7]),
+    "non_utf8": ("malformed_json", lambda i: b'{"event_id": "\xff\xfe"}'),
+    "deep_nesting": ("malformed_json", lambda i: b"[" * 3000 + b"]" * 3000),
+    "deep_feature": (
+        "wrong_type",
+        lambda i: _json(good_event("m0", i, features={"amount": [[[[[[[[1]]]]]]]]})),
+    ),
+    "huge_float": ("non_finite", lambda i: _with(i, b'"amount":12.5', b'"amount":1e400')),
+    "huge_int": ("non_finite", lambda i: _with(i, b'"amount":12.5', b'"amount":' + b"9" * 400)),
+    "nan_literal": ("non_finite", lambda i: _with(i, b'"score":0.25', b'"score":NaN')),
+    "duplicate_keys": (
+        "unknown_model",
+        lambda i: _with(i, b'"model_id":"m0"', b'"model_id":"m0","model_id":"nobody"'),
+    ),
+    "string_feature": ("wrong_type", lambda i: _with(i, b'"amount":12.5', b'"amount":"twelve"')),
+    "bool_ts": (
+        "wrong_type",
+        lambda i: _json(good_event("m0", i, ts=True)),
+    ),
+    "numeric_model_id": ("wrong_type", lambda i: _with(i, b'"model_id":"m0"', b'"model_id":7')),
+    "many_features": (
+        "too_many_features",
+        lambda i: _json(good_event("m0", i, features={f"f{n}": 1 for n in range(300)})),
+    ),
+    "empty": ("empty", lambda i: b""),
+    "no_value": ("empty", lambda i: None),
+    "json_null": ("not_an_object", lambda i: b"null"),
+    "array": ("not_an_object", lambda i: b"[1, 2, 3]"),
+    "null_features": ("missing_field", lambda i: _json(good_event("m0", i, features=None))),
+    "no_event_id": (
+        "missing_field",
+        lambda i: _json({k: v for k, v in good_event("m0", i).items() if k != "event_id"}),
+    ),
+    "short_ts": ("bad_timestamp", lambda i: _json(good_event("m0", i, ts="2026-05-01T12:00Z"))),
+    "millis_ts": ("bad_timestamp", lambda i: _json(good_event("m0", i, ts=1_767_225_600_000))),
+    "offset_no_colon": (
+        "bad_timestamp",
+        lambda i: _json(good_event("m0", i, ts="2026-05-01T12:00:00+0200")),
+    ),
+    "oversized": (
+        "oversized",
+        lambda i: _json(good_event("m0", i, event_id="x" * (MAX_BYTES + 10))),
+    ),
+    "unknown_model": ("unknown_model", lambda i: _json(good_event("nobody", i))),
+    "key_mismatch": ("key_mismatch", lambda i: _json(good_event("m1", i))),  # keyed m0
+}
+
+
+def malformed(count, seed):
+    """``count`` bad records, every kind in turn: (kind, expected reason, value)."""
+    rng = random.Random(seed)
+    kinds = sorted(MALFORMED)
+    out = []
+    for index in range(count):
+        kind = kinds[index % len(kinds)] if index < len(kinds) else rng.choice(kinds)
+        reason, make = MALFORMED[kind]
+        out.append((kind, reason, make(index)))
+    return out
+
+
+class Traffic:
+    """Good events for every model and bad records, produced in slices over time.
+
+    Model ``m<i>`` lives on partition ``i`` (keyed by its id); bad records go
+    to partition 0 keyed ``m0``, at random places between good ones. A
+    record's offset is its place in its partition's list: one producer
+    writes them in that order.
+    """
+
+    def __init__(self, topic, good_per_model, bad, seed):
+        rng = random.Random(seed)
+        self.topic = topic
+        self.partitions = []  # per partition: [(key, value, expected reason or None)]
+        for number, model_id in enumerate(MODELS):
+            half = good_per_model // 2
+            values = events(half, half, seed + number, model_id=model_id)
+            self.partitions.append([(model_id.encode(), value, None) for value in values])
+        for _kind, reason, value in malformed(bad, seed):
+            place = rng.randrange(len(self.partitions[0]) + 1)
+            self.partitions[0].insert(place, (b"m0", value, reason))
+        # Interleave the partitions at random, each in its own order.
+        draws = [p for p, records in enumerate(self.partitions) for _ in records]
+        rng.shuffle(draws)
+        self.order = draws
+
+    def __len__(self):
+        return len(self.order)
+
+    def produce(self, bootstrap, slices=1, pause=0.0):
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                             "message.max.bytes": 2 * MAX_BYTES})
+        size = -(-len(self.order) // slices)
+        nexts = [0] * len(self.partitions)
+        for start in range(0, len(self.order), size):
+            for partition in self.order[start:start + size]:
+                key, value, _ = self.partitions[partition][nexts[partition]]
+                nexts[partition] += 1
+                producer.produce(self.topic, value=value, key=key, partition=partition)
+                producer.poll(0)
+            assert producer.flush(30) == 0
+            time.sleep(pause)
+
+    def produce_in_background(self, bootstrap, seconds):
+        slices = max(1, int(seconds))
+        thread = threading.Thread(target=self.produce, args=(bootstrap, slices, 1.0), daemon=True)
+        thread.start()
+        return thread
+
+    def expected_dead(self):
+        """(topic, partition, offset) -> reason of every bad record."""
+        return {
+            (self.topic, partition, offset): reason
+            for partition, records in enumerate(self.partitions)
+            for offset, (_, _, reason) in enumerate(records)
+            if reason is not None
+        }
+
+
+def chaos_config(path):
+    """Tighten a test config for chaos: small records limit, models m0..m2."""
+    document = yaml.safe_load(path.read_text())
+    document["limits"] = {"max_message_bytes": MAX_BYTES}
+    path.write_text(yaml.safe_dump(document))
+    return load_config(path)
+
+
+def digest(found):
+    """A short hash of a snapshot: every unit's offsets and decoded states."""
+    canonical = orjson.dumps(found, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def outcome(bootstrap, redis_url, config, alerts_at_least=1):
+    """What a run left: its snapshot, alert ids and dead letters by source."""
+    found = snapshot(redis_url, config.redis.key_prefix, config.kafka.group_id)
+    ids = alert_ids(read_topic(bootstrap, config.kafka.topics.alerts, alerts_at_least))
+    letters = {}
+    copies = 0
+    for message in read_topic(bootstrap, config.kafka.topics.dlq, quiet=1.0):
+        headers = dict(message.headers())
+        source = (
+            headers[HEADER_TOPIC].decode(),
+            int(headers[HEADER_PARTITION]),
+            int(headers[HEADER_OFFSET]),
+        )
+        copies += source in letters
+        letters[source] = headers[HEADER_REASON].decode()
+    return found, ids, letters, copies
+
+
+def wait_committed(redis_url, config, total, timeout, what):
+    prefix, group = config.redis.key_prefix, config.kafka.group_id
+    wait_for(lambda: committed(redis_url, prefix, group) >= total, timeout, what)
+
+
+class Crew:
+    """Workers of one group, killed, stopped and restarted at random (seeded) moments."""
+
+    def __init__(self, path, size, seed):
+        self.path = path
+        self.rng = random.Random(seed)
+        self.workers = [WorkerProcess(path, f"w{n}") for n in range(size)]
+        self.kills = 0
+        self.logs = []
+
+    def kill_one(self):
+        index = self.rng.randrange(len(self.workers))
+        victim = self.workers[index]
+        victim.kill()
+        self.logs += victim.lines
+        self.kills += 1
+        self.workers[index] = WorkerProcess(self.path, f"w{index}-{self.kills}")
+
+    def zombie(self, seconds):
+        """SIGSTOP a worker past the session timeout, then let it go on (it must be fenced)."""
+        victim = self.workers[self.rng.randrange(len(self.workers))]
+        victim.process.send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        victim.process.send_signal(signal.SIGCONT)
+        return victim
+
+    def alive(self):
+        return all(w.process.poll() is None for w in self.workers)
+
+    def stop(self):
+        codes = []
+        for worker in self.workers:
+            codes.append(worker.stop())
+            self.logs += worker.lines
+        return codes
+
+    def kill_all(self):
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.kill()
