@@ -233,7 +233,7 @@ class FakeProducer:
             if self.broker.delivery_failures:
                 error, message = self.broker.delivery_failures.pop(0), None
             else:
-                if partition is None:
+                if partition is None or partition < 0:
                     partition = zlib.crc32(key or b"") % len(self.broker.topics[topic])
                 error, message = None, self.broker.append(topic, partition, key, value, headers)
             if callback is not None:

@@ -236,3 +236,31 @@ def first_difference(a, b, path="state"):
                 return found
         return None
     return None if a == b else f"{path}: {a!r} != {b!r}"
+
+
+def killed_run(bootstrap, redis_url, path, config, total, alerts, shares=(0.15, 0.45, 0.75)):
+    """Run ``driftstream run`` on ``path``, SIGKILL it once each share is committed, finish.
+
+    Returns after the last worker committed ``total`` records, relayed at
+    least ``alerts`` alerts and stopped cleanly.
+    """
+    prefix, group = config.redis.key_prefix, config.kafka.group_id
+    kills = 0
+    for share in shares:
+        worker = WorkerProcess(path)
+        wait_for(
+            lambda share=share: committed(redis_url, prefix, group) >= share * total,
+            60,
+            f"{share:.0%} committed",
+        )
+        worker.kill()
+        kills += committed(redis_url, prefix, group) < total
+    assert kills >= 2, "the worker finished before it could be killed mid-stream"
+    worker = WorkerProcess(path)
+    wait_for(lambda: committed(redis_url, prefix, group) >= total, 90, "the rest committed")
+    wait_for(
+        lambda: len(read_topic(bootstrap, config.kafka.topics.alerts, quiet=0.5)) >= alerts,
+        30,
+        "alerts relayed",
+    )
+    assert worker.stop() == 0, worker.log()

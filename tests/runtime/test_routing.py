@@ -9,11 +9,10 @@ import pytest
 from confluent_kafka import Producer
 from fakes import FlakyRedis, fake_broker, fake_config, fake_worker
 from pipeline import (
-    WorkerProcess,
     alert_ids,
-    committed,
     events,
     first_difference,
+    killed_run,
     read_topic,
     snapshot,
     wait_for,
@@ -336,21 +335,9 @@ def test_sigkill_with_repartition_gives_the_same_state_and_alert_ids(
     reference = snapshot(redis_url, config_a.redis.key_prefix, config_a.kafka.group_id)
     reference_ids = alert_ids(read_topic(kafka_bootstrap, config_a.kafka.topics.alerts, 1))
 
+    killed_run(kafka_bootstrap, redis_url, paths["b"], config_b, total, len(reference_ids),
+               shares=(0.2, 0.5, 0.8))
     prefix, group = config_b.redis.key_prefix, config_b.kafka.group_id
-    kills = 0
-    for share in (0.2, 0.5, 0.8):
-        process = WorkerProcess(paths["b"])
-        wait_for(lambda share=share: committed(redis_url, prefix, group) >= share * total, 60,
-                 f"{share:.0%} committed")
-        process.kill()
-        kills += committed(redis_url, prefix, group) < total
-    assert kills >= 2, "the worker finished before it could be killed mid-stream"
-    process = WorkerProcess(paths["b"])
-    wait_for(lambda: committed(redis_url, prefix, group) >= total, 90, "the rest committed")
-    wait_for(lambda: len(read_topic(kafka_bootstrap, config_b.kafka.topics.alerts, quiet=0.5))
-             >= len(reference_ids), 30, "alerts relayed")
-    assert process.stop() == 0, process.log()
-
     final = comparable(snapshot(redis_url, prefix, group), config_b)
     reference = comparable(reference, config_a)
     assert final == reference, first_difference(final, reference)

@@ -14,6 +14,7 @@ from pipeline import (
     committed,
     events,
     first_difference,
+    killed_run,
     produce,
     read_topic,
     repo_root,
@@ -166,29 +167,8 @@ def test_sigkill_mid_stream_gives_the_same_state_and_alert_ids(
     reference = snapshot(redis_url, config_a.redis.key_prefix, config_a.kafka.group_id)
     reference_ids = alert_ids(read_topic(kafka_bootstrap, config_a.kafka.topics.alerts, 1))
 
+    killed_run(kafka_bootstrap, redis_url, path_b, config_b, total, len(reference_ids))
     prefix, group = config_b.redis.key_prefix, config_b.kafka.group_id
-    kills = 0
-    for share in (0.15, 0.45, 0.75):
-        worker = WorkerProcess(path_b)
-        wait_for(
-            lambda share=share: committed(redis_url, prefix, group) >= share * total,
-            60,
-            f"{share:.0%} committed",
-        )
-        worker.kill()
-        kills += committed(redis_url, prefix, group) < total
-    assert kills >= 2, "the worker finished before it could be killed mid-stream"
-    worker = WorkerProcess(path_b)
-    wait_for(lambda: committed(redis_url, prefix, group) >= total, 90, "the rest committed")
-    wait_for(
-        lambda: (
-            len(read_topic(kafka_bootstrap, config_b.kafka.topics.alerts, quiet=0.5))
-            >= len(reference_ids)
-        ),
-        30,
-        "alerts relayed",
-    )
-    assert worker.stop() == 0, worker.log()
 
     final = snapshot(redis_url, prefix, group)
     assert final == reference, first_difference(final, reference)

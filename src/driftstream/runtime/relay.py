@@ -154,22 +154,14 @@ class Relay:
             self._failed.append((entry, error))
 
     def _send(self, entry: OutboxEntry, callback: Callable[..., None]) -> None:
-        if entry.partition is None:
-            self.producer.produce(
-                entry.topic,
-                value=entry.value,
-                key=entry.key,
-                headers=list(entry.headers),
-                on_delivery=callback,
-            )
-            return
         self.producer.produce(
             entry.topic,
             value=entry.value,
             key=entry.key,
             headers=list(entry.headers),
             on_delivery=callback,
-            partition=entry.partition,
+            # -1 lets the producer's partitioner choose, as confluent-kafka's default does
+            partition=-1 if entry.partition is None else entry.partition,
         )
 
     def _report_failures(self) -> None:
