@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from harness import MODELS, Crew, Traffic, chaos_config, digest, outcome, wait_committed
+from chaos_harness import MODELS, Crew, Traffic, chaos_config, digest, outcome, wait_committed
 from pipeline import committed, first_difference, wait_for, write_config
 from prometheus_client import CollectorRegistry
 from test_outages import BACK, GONE, RedisProcess
