@@ -64,6 +64,12 @@ def redis_url(request):
 
 
 @pytest.fixture
+def full(request):
+    """Whether the chaos suite runs its long form (``--chaos-full``)."""
+    return request.config.getoption("--chaos-full")
+
+
+@pytest.fixture
 def unique():
     """A fresh name, so tests sharing one broker and one Redis never collide."""
     return f"t{uuid.uuid4().hex[:10]}"

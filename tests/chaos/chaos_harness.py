@@ -10,12 +10,18 @@ reason.
 import hashlib
 import random
 import signal
+import sys
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import yaml
 from confluent_kafka import Producer
+
+# The runtime tests' helpers (configs, traffic, snapshots) serve here too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+
 from pipeline import (
     WorkerProcess,
     alert_ids,
