@@ -9,13 +9,17 @@ reason.
 
 import hashlib
 import random
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
+import redis
 import yaml
 from confluent_kafka import Producer
 
@@ -34,6 +38,8 @@ from pipeline import (
 
 from driftstream.config import load_config
 from driftstream.runtime.alerts import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
+from driftstream.runtime.services import EmbeddedKafka, free_port
+from driftstream.runtime.store import PartitionStore, stores_for_group
 
 MODELS = ("m0", "m1", "m2")
 MAX_BYTES = 20_000  # limits.max_message_bytes in the chaos configs, so "oversized" is cheap
@@ -216,8 +222,19 @@ def outcome(bootstrap, redis_url, config, alerts_at_least=1):
 
 
 def wait_committed(redis_url, config, total, timeout, what):
+    """Until ``total`` records are committed and, once all are, every outbox is relayed."""
     prefix, group = config.redis.key_prefix, config.kafka.group_id
     wait_for(lambda: committed(redis_url, prefix, group) >= total, timeout, what)
+    wait_for(lambda: outbox_size(redis_url, config) == 0, 60, f"{what}: outbox relayed")
+
+
+def outbox_size(redis_url, config):
+    client = redis.Redis.from_url(redis_url)
+    prefix, group = config.redis.key_prefix, config.kafka.group_id
+    return sum(
+        PartitionStore(client, prefix=prefix, group=group, partition=number).outbox_size()
+        for number in stores_for_group(client, prefix=prefix, group=group)
+    )
 
 
 class Crew:
@@ -260,3 +277,70 @@ class Crew:
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.kill()
+
+
+class S3Storage:
+    """An S3 server of the test's own (moto), so a Tansu broker keeps its log across restarts.
+
+    The embedded broker's default storage is memory; of its other engines
+    only S3 is built in, and moto serves S3 on loopback.
+    """
+
+    bucket = "tansu"
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.workdir = workdir
+        self.process = None
+
+    def start(self):
+        binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        assert binary, "moto_server is missing: pip install -e '.[dev]'"
+        with (self.workdir / "moto.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [binary, "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log
+            )
+        wait_for(self._answers, 30, "the S3 server")
+        request = urllib.request.Request(f"{self.url}/{self.bucket}", method="PUT")
+        urllib.request.urlopen(request, timeout=10).close()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _answers(self):
+        try:
+            urllib.request.urlopen(self.url, timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def environment(self):
+        """What the broker needs in its environment to use this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": self.url,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class PersistentBroker(EmbeddedKafka):
+    """A Tansu broker on a fixed port whose topics live in S3: it can be restarted."""
+
+    name = "restartable Kafka broker"
+
+    def command(self):
+        command = super().command()
+        command[command.index("--storage-engine") + 1] = f"s3://{S3Storage.bucket}/"
+        return command
+
+    def kill(self):
+        self._process.kill()
+        self._process.wait()

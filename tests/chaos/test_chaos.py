@@ -11,13 +11,23 @@ import threading
 import time
 
 import pytest
-from chaos_harness import MODELS, Crew, Traffic, chaos_config, digest, outcome, wait_committed
+from chaos_harness import (
+    MODELS,
+    Crew,
+    PersistentBroker,
+    S3Storage,
+    Traffic,
+    chaos_config,
+    digest,
+    outcome,
+    wait_committed,
+)
 from pipeline import committed, first_difference, wait_for, write_config
 from prometheus_client import CollectorRegistry
 from test_outages import BACK, GONE, RedisProcess
 
 from driftstream.runtime.app import build_worker
-from driftstream.runtime.services import EmbeddedKafka, find_tansu
+from driftstream.runtime.services import EmbeddedKafka, find_tansu, free_port
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -158,3 +168,36 @@ def test_broker_frozen_and_resumed(redis_url, unique, tmp_path, full):
         got = outcome(bootstrap, redis_url, config)
         want = oracle(bootstrap, redis_url, oracle_config, len(traffic))
         compare("broker frozen", seed, got, want, traffic)
+
+
+def test_broker_restarted(redis_url, unique, tmp_path, full, monkeypatch):
+    seed = random.randrange(1_000_000)
+    storage = S3Storage(tmp_path)
+    storage.start()
+    for name, value in storage.environment().items():
+        monkeypatch.setenv(name, value)  # the broker inherits it
+    broker = PersistentBroker(find_tansu({}), port=free_port())
+    try:
+        broker.start()
+        bootstrap = broker.bootstrap
+        (_, oracle_config), (path, config) = configs(tmp_path, bootstrap, redis_url, unique)
+        traffic = Traffic(config.kafka.topics.predictions, 6_000, 2_000, seed)
+        traffic.produce(bootstrap)
+        crew = Crew(path, 2, seed)
+        try:
+            wait_committed(redis_url, config, len(traffic) // 4, 120, "a quarter committed")
+            broker.kill()
+            time.sleep(20 if full else 5)
+            broker.start()
+            wait_committed(redis_url, config, len(traffic), 180, f"all committed (seed {seed})")
+            assert crew.alive()
+            codes = crew.stop()
+        finally:
+            crew.kill_all()
+        assert codes == [0, 0], "\n".join(crew.logs[-40:])
+        got = outcome(bootstrap, redis_url, config)
+        want = oracle(bootstrap, redis_url, oracle_config, len(traffic))
+        compare("broker restarted", seed, got, want, traffic)
+    finally:
+        broker.stop()
+        storage.stop()
