@@ -21,10 +21,10 @@ from pipeline import (
 from prometheus_client import CollectorRegistry
 
 from driftstream.client import DriftClient
+from driftstream.runtime.alerts import Source
 from driftstream.runtime.app import build_worker, create_topics
 from driftstream.runtime.routing import (
     RoutingState,
-    Source,
     murmur2,
     murmur2_partition,
     source_of,

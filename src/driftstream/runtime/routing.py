@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from driftstream.core.state import StatePath, StateReader
+from driftstream.runtime.alerts import Source
 from driftstream.runtime.decode import Record
 from driftstream.runtime.store import OutboxEntry
 
@@ -116,15 +117,6 @@ def model_of(value: bytes | None, known: Mapping[str, Any]) -> str | None:
         return None
     model_id = event.get("model_id") if type(event) is dict else None
     return model_id if type(model_id) is str and model_id in known else None
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a forwarded record was first read."""
-
-    topic: str
-    partition: int
-    offset: int
 
 
 def source_of(headers: Sequence[tuple[str, bytes]] | None) -> Source | None:

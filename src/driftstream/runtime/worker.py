@@ -110,6 +110,7 @@ class Prepared:
     touched: dict[str, ModelMonitor]
     routing: routing.RoutingState | None = None  # the unit's, once this commits
     register: list[str] = field(default_factory=list)  # models new to the unit
+    splits: list[tuple[str, list[int]]] = field(default_factory=list)  # alerts raised
     forwarded: int = 0
     duplicates: int = 0
 
@@ -486,7 +487,8 @@ class Worker:
         dead += [self._from_source(letter, sources) for letter in decoded.dead]
         outbox = forwards + [self._dead_letter(letter) for letter in dead]
         register = [] if self.repartition else self._unregistered(unit, decoded.batches)
-        outbox += self._split_alerts(unit, decoded.batches, register, state)
+        splits = self._split_alerts(unit, decoded.batches, register, state)
+        outbox += [entry for _, _, entry in splits]
         monitors = self._load(unit, decoded.batches)
         touched: dict[str, ModelMonitor] = {}
         for batch in decoded.batches:
@@ -500,7 +502,8 @@ class Worker:
             states[routing.STATE_NAME] = orjson.dumps(state.to_state())
         decoded = replace(decoded, dead=dead)
         return Prepared(
-            held.offsets, states, outbox, decoded, touched, state, register, len(forwards),
+            held.offsets, states, outbox, decoded, touched, state, register,
+            [(model_id, partitions) for model_id, partitions, _ in splits], len(forwards),
             duplicates,
         )
 
@@ -526,20 +529,17 @@ class Worker:
         model's events keep their order in that log whatever the batch cuts;
         ``sources`` maps those offsets back to the original records.
         """
-        inputs = [r for r in records if r.topic != self.repartition]
-        forwards, dead = self._forward(inputs)
+        forwards, dead = self._forward([r for r in records if r.topic != self.repartition])
         own: list[Record] = []
         sources: dict[int, Source] = {}
         duplicates = 0
-        for record in records:
-            if record.topic != self.repartition:
-                continue
+        for record in (r for r in records if r.topic == self.repartition):
             source = routing.source_of(record.headers)
             if source is None:
                 detail = "a record on the repartition topic without driftstream's source headers"
                 dead.append(DeadLetter(record, UNKNOWN_TOPIC, detail))
             elif state.fresh(source):
-                sources[record.offset] = Source(source.topic, source.partition, source.offset)
+                sources[record.offset] = source
                 own.append(Record(source.topic, unit.partition, record.offset, record.key,
                                   record.value))
             else:
@@ -566,7 +566,7 @@ class Worker:
     @staticmethod
     def _from_source(letter: DeadLetter, sources: Mapping[int, Source]) -> DeadLetter:
         source = sources.get(letter.record.offset)
-        if source is None or letter.record.topic != source.topic:
+        if source is None:
             return letter
         original = Record(source.topic, source.partition, source.offset, letter.record.key,
                           letter.record.value)
@@ -581,33 +581,23 @@ class Worker:
         batches: Sequence[ModelBatch],
         register: Sequence[str],
         state: routing.RoutingState,
-    ) -> list[OutboxEntry]:
+    ) -> list[tuple[str, list[int], OutboxEntry]]:
         """Alerts for models already seen on another partition (a read, before any change)."""
-        alerts: list[OutboxEntry] = []
-        for model_id, partitions, batch in unit.splits:
-            alerts += self._split_alert(model_id, partitions, batch, state)
+        found = list(unit.splits)
         for model_id in register:
             seen = unit.store.model_partitions(model_id) | {unit.partition}
             if len(seen) > 1:
-                first = next(b for b in batches if b.model_id == model_id)
-                alerts += self._split_alert(model_id, seen, first, state)
+                found.append((model_id, seen, next(b for b in batches if b.model_id == model_id)))
+        alerts = []
+        for model_id, partitions, batch in found:
+            # Reported once per unit: the state remembers it from this commit on.
+            if state.report(routing.split_alert_id(model_id, partitions)):
+                entry = self._split_alert(model_id, partitions, batch)
+                alerts.append((model_id, sorted(partitions), entry))
         return alerts
 
-    def _split_alert(
-        self, model_id: str, partitions: set[int], batch: ModelBatch, state: routing.RoutingState
-    ) -> list[OutboxEntry]:
+    def _split_alert(self, model_id: str, partitions: set[int], batch: ModelBatch) -> OutboxEntry:
         alert_id = routing.split_alert_id(model_id, partitions)
-        if not state.report(alert_id):
-            return []
-        self.metrics.partition_splits.labels(model=model_id).inc()
-        log.warning(
-            "model %r arrives on partitions %s of group %r: its producers use different "
-            "partitioners, so its events are split between independent monitors. Key every "
-            "event by model_id with the murmur2 partitioner, or set kafka.routing: repartition",
-            model_id,
-            sorted(partitions),
-            self.config.kafka.group_id,
-        )
         ts = float(batch.batch.ts[0])
         finding = Finding(
             "quality", model_id, str(batch.versions[0]), "__routing__", "routing",
@@ -620,7 +610,7 @@ class Worker:
         event["alert_id"] = alert_id
         event["details"]["partitions"] = sorted(partitions)
         topic = self.config.kafka.topics.alerts
-        return [OutboxEntry(alert_id, topic, model_id.encode(), encode_alert(event))]
+        return OutboxEntry(alert_id, topic, model_id.encode(), encode_alert(event))
 
     def _load(self, unit: Unit, batches: Sequence[ModelBatch]) -> dict[str, ModelMonitor]:
         """Every monitor the batches need, read from Redis in one call before any update."""
@@ -720,6 +710,17 @@ class Worker:
     def _registered(self, unit: Unit, prepared: Prepared) -> None:
         """A split found only by this commit (two units saw a model at once) goes out next."""
         unit.registered.update(prepared.register)
+        for model_id, where in prepared.splits:
+            self.metrics.partition_splits.labels(model=model_id).inc()
+            log.warning(
+                "model %r arrives on partitions %s of group %r: its producers use different "
+                "partitioners, so its events are split between independent monitors. Key every "
+                "event by model_id with the murmur2 partitioner, or set kafka.routing: "
+                "repartition",
+                model_id,
+                where,
+                self.config.kafka.group_id,
+            )
         unit.splits = []  # this commit carried their alerts
         reported = prepared.routing.reported if prepared.routing else []
         for model_id, partitions in unit.store.partitions_seen.items():
