@@ -1,5 +1,6 @@
 """Helpers for the integration tests: configs, traffic, topics, Redis snapshots."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -7,10 +8,11 @@ import orjson
 import redis
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
 
 from driftstream.config import load_config
 from driftstream.core.baseline import build_profile
-from driftstream.runtime.app import create_topics
+from driftstream.runtime.app import build_worker, create_topics
 from driftstream.runtime.store import PartitionStore, stores_for_group
 from driftstream.synthetic import feature_rows, frame
 
@@ -264,3 +266,23 @@ def killed_run(bootstrap, redis_url, path, config, total, alerts, shares=(0.15, 
         "alerts relayed",
     )
     assert worker.stop() == 0, worker.log()
+
+
+def run_in_thread(config, total, timeout=90):
+    """Run a worker until it committed ``total`` records and emptied its outbox."""
+    registry = CollectorRegistry()
+    worker = build_worker(config, registry)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: worker.processed >= total and worker.pending_outbox() == 0,
+            timeout,
+            f"{total} records processed",
+        )
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    return worker, registry

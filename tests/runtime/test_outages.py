@@ -19,13 +19,12 @@ from pipeline import (
     first_difference,
     produce,
     read_topic,
+    run_in_thread,
     snapshot,
     wait_for,
     write_config,
 )
-from prometheus_client import CollectorRegistry
 
-from driftstream.runtime.app import build_worker
 from driftstream.runtime.services import find_redis_server, free_port, redis_answers
 
 pytestmark = pytest.mark.integration
@@ -98,16 +97,21 @@ def started():
 
 def run_reference(config, total, outcome):
     """An uninterrupted in-process run over the same input, for comparison."""
-    worker = build_worker(config, CollectorRegistry())
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    wait_for(
-        lambda: worker.processed >= total and worker.pending_outbox() == 0, 90, "reference run"
-    )
-    stop.set()
-    thread.join(30)
+    run_in_thread(config, total)
     outcome["done"] = True
+
+
+def half_committed(kafka_bootstrap, tmp_path, redis_process, unique, started, traffic):
+    """A worker on ``redis_process`` that committed the first half of ``traffic``."""
+    path, config = write_config(
+        tmp_path, kafka_bootstrap, redis_process.url, unique, batch_size=250
+    )
+    half = len(traffic) // 2
+    produce(kafka_bootstrap, config.kafka.topics.predictions, traffic[:half], KEY)
+    worker = started(path)
+    prefix, group = config.redis.key_prefix, config.kafka.group_id
+    wait_for(lambda: committed(redis_process.url, prefix, group) >= half, 60, "first commits")
+    return config, worker
 
 
 def lines_with(worker, text):
@@ -171,15 +175,12 @@ def test_redis_killed_under_traffic_changes_nothing(
 def test_redis_restarted_without_persistence_is_claimed_again_loudly(
     kafka_bootstrap, unique, tmp_path, redis_process, started
 ):
-    path, config = write_config(
-        tmp_path, kafka_bootstrap, redis_process.url, unique, batch_size=250
-    )
     traffic = events(6000, 0, seed=32)
+    config, worker = half_committed(
+        kafka_bootstrap, tmp_path, redis_process, unique, started, traffic
+    )
     topic = config.kafka.topics.predictions
-    produce(kafka_bootstrap, topic, traffic[:3000], KEY)
-    worker = started(path)
     prefix, group = config.redis.key_prefix, config.kafka.group_id
-    wait_for(lambda: committed(redis_process.url, prefix, group) >= 3000, 60, "first commits")
 
     redis_process.kill()
     redis_process.start()  # empty: every key is gone
@@ -206,15 +207,11 @@ def test_redis_restarted_without_persistence_is_claimed_again_loudly(
 def test_sigterm_during_an_outage_stops_with_a_clear_line_and_status_3(
     kafka_bootstrap, unique, tmp_path, redis_process, started
 ):
-    path, config = write_config(
-        tmp_path, kafka_bootstrap, redis_process.url, unique, batch_size=250
-    )
     traffic = events(4000, 0, seed=33)
+    config, worker = half_committed(
+        kafka_bootstrap, tmp_path, redis_process, unique, started, traffic
+    )
     topic = config.kafka.topics.predictions
-    produce(kafka_bootstrap, topic, traffic[:2000], KEY)
-    worker = started(path)
-    prefix, group = config.redis.key_prefix, config.kafka.group_id
-    wait_for(lambda: committed(redis_process.url, prefix, group) >= 2000, 60, "first commits")
 
     redis_process.kill()
     produce(kafka_bootstrap, topic, traffic[2000:], KEY)

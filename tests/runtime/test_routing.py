@@ -2,7 +2,6 @@
 
 import ctypes
 import re
-import threading
 
 import orjson
 import pytest
@@ -14,15 +13,14 @@ from pipeline import (
     first_difference,
     killed_run,
     read_topic,
+    run_in_thread,
     snapshot,
-    wait_for,
     write_config,
 )
-from prometheus_client import CollectorRegistry
 
 from driftstream.client import DriftClient
 from driftstream.runtime.alerts import Source
-from driftstream.runtime.app import build_worker, create_topics
+from driftstream.runtime.app import create_topics
 from driftstream.runtime.routing import (
     RoutingState,
     murmur2,
@@ -255,20 +253,6 @@ def two_producers(bootstrap, topic, traffic, model_id):
     assert plain.flush(30) == 0
 
 
-def run_worker(config, total, timeout=90):
-    worker = build_worker(config, CollectorRegistry())
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: worker.processed >= total and worker.pending_outbox() == 0, timeout,
-                 f"{total} records processed")
-    finally:
-        stop.set()
-        thread.join(30)
-    return worker
-
-
 def drift_episodes(alerts):
     opened = [a for a in alerts if a["kind"] == "drift"]
     return [
@@ -296,13 +280,14 @@ def test_two_partitioners_split_a_model_by_key_and_repartition_joins_it(
         __import__("zlib").crc32(model_id.encode()) % partitions,
     }
 
-    run_worker(by_key, len(traffic))
+    run_in_thread(by_key, len(traffic))
     messages = read_topic(kafka_bootstrap, by_key.kafka.topics.alerts, 1)
     alerts = [orjson.loads(m.value()) for m in messages]
     splits = [a for a in alerts if a["statistic"] == "partition_split"]
     assert len(splits) == 1 and splits[0]["details"]["partitions"] == sorted(landed)
 
-    worker = run_worker(repart, 2 * len(traffic))  # every event read twice: input, then home
+    # every event read twice: from its input, then at its home
+    worker, _ = run_in_thread(repart, 2 * len(traffic))
     found = snapshot(redis_url, repart.redis.key_prefix, repart.kafka.group_id)
     homes = [(p, s["states"][f"predictions:{model_id}"]["events"]) for p, s in found.items()
              if f"predictions:{model_id}" in s["states"]]
@@ -343,7 +328,7 @@ def test_sigkill_with_repartition_gives_the_same_state_and_alert_ids(
         producer.poll(0)
     assert producer.flush(30) == 0
     total = 2 * len(traffic)
-    run_worker(config_a, total)
+    run_in_thread(config_a, total)
     reference = snapshot(redis_url, config_a.redis.key_prefix, config_a.kafka.group_id)
     reference_ids = alert_ids(read_topic(kafka_bootstrap, config_a.kafka.topics.alerts, 1))
 

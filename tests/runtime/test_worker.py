@@ -1,7 +1,6 @@
 """The worker end to end, on the real broker and the real Redis."""
 
 import json
-import threading
 
 import jsonschema
 import orjson
@@ -18,37 +17,18 @@ from pipeline import (
     produce,
     read_topic,
     repo_root,
+    run_in_thread,
     snapshot,
     wait_for,
     write_config,
 )
-from prometheus_client import CollectorRegistry
 
 from driftstream.runtime.alerts import HEADER_REASON, HEADER_TOPIC
-from driftstream.runtime.app import build_worker
 
 pytestmark = pytest.mark.integration
 
 OUTPUTS = {"__prediction__", "__score__"}
 KEY = b"fraud-detector"
-
-
-def run_in_thread(config, total, timeout=90):
-    """Run a worker until it committed ``total`` records and emptied its outbox."""
-    registry = CollectorRegistry()
-    worker = build_worker(config, registry)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    wait_for(
-        lambda: worker.processed >= total and worker.pending_outbox() == 0,
-        timeout,
-        f"{total} records processed",
-    )
-    stop.set()
-    thread.join(30)
-    assert not thread.is_alive()
-    return worker, registry
 
 
 def test_produced_events_become_alerts_on_the_topic(kafka_bootstrap, redis_url, unique, tmp_path):
