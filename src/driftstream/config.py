@@ -97,6 +97,46 @@ class FeatureConfig(Frozen):
     detectors: list[DetectorName] | None = None
 
 
+PerformanceMetricName = Literal[
+    "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "ece",
+    "mae", "rmse", "mean_error", "r2",
+]
+ErrorDetectorName = Literal["adwin", "ddm"]
+
+
+class MetricConfig(Frozen):
+    """Overrides for judging one performance metric against the baseline's value."""
+
+    enabled: bool = True
+    # How many standard errors of the window's sampling error a metric may
+    # fall short by before the window counts as worse (core/performance.py).
+    z: float | None = Field(default=None, gt=0)
+    # Absolute slack on top of the sampling error (same units as the metric).
+    tolerance: float | None = Field(default=None, ge=0)
+
+
+class LabelsConfig(Frozen):
+    """Joining late labels to predictions by event_id, in event time.
+
+    ``ttl_seconds`` defaults to 7 days (label sources such as chargebacks
+    often take days). Windows group joined pairs by the prediction's event
+    time; a window is judged once the model's watermark passes its end plus
+    ``wait_seconds``, the time its labels may take to arrive.
+    """
+
+    task: Literal["classification", "regression"] | None = None  # default: the baseline's
+    positive: str | None = None  # default: the baseline's positive class
+    ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    lateness_seconds: float = Field(default=60.0, ge=0)
+    max_pending: int = Field(default=1_000_000, ge=1)
+    sample_rate: float = Field(default=1.0, gt=0, le=1)
+    window_seconds: float = Field(default=3600.0, gt=0)
+    wait_seconds: float = Field(default=3600.0, ge=0)
+    min_count: int = Field(default=200, ge=1)
+    metrics: dict[PerformanceMetricName, MetricConfig] = {}
+    detectors: list[ErrorDetectorName] = ["adwin", "ddm"]
+
+
 class ModelConfig(Frozen):
     baseline: Path
     model_version: str = ""
@@ -106,6 +146,7 @@ class ModelConfig(Frozen):
     compare_previous: bool = False
     category_cap: int = Field(default=50, ge=1, le=10_000)
     features: dict[str, FeatureConfig] = {}
+    labels: LabelsConfig | None = None  # absent: labels for this model are refused
 
 
 ClientValue = str | int | float | bool | SecretStr
@@ -135,6 +176,7 @@ class TopicsConfig(Frozen):
 
     predictions: str = "driftstream.predictions"
     features: str = "driftstream.features"
+    labels: str = "driftstream.labels"
     alerts: str = "driftstream.alerts"
     dlq: str = "driftstream.dlq"
     # Internal: with routing "repartition", every input event is forwarded

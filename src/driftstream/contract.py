@@ -45,6 +45,7 @@ __all__ = [
     "FEATURES",
     "KEY_MISMATCH",
     "LABELS",
+    "LABELS_DISABLED",
     "MALFORMED_JSON",
     "MAX_TS",
     "MISSING_FIELD",
@@ -82,6 +83,7 @@ UNKNOWN_MODEL = "unknown_model"
 KEY_MISMATCH = "key_mismatch"
 TOO_MANY_FEATURES = "too_many_features"
 UNKNOWN_TOPIC = "unknown_topic"
+LABELS_DISABLED = "labels_disabled"
 REASONS = (
     OVERSIZED,
     EMPTY,
@@ -95,6 +97,7 @@ REASONS = (
     KEY_MISMATCH,
     TOO_MANY_FEATURES,
     UNKNOWN_TOPIC,
+    LABELS_DISABLED,
 )
 
 # Year 10000 starts here; RFC 3339 cannot write a later time, so neither may a number.

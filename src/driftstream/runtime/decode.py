@@ -78,6 +78,8 @@ from driftstream.contract import (  # noqa: F401
     EMPTY,
     FEATURES,
     KEY_MISMATCH,
+    LABELS,
+    LABELS_DISABLED,
     MALFORMED_JSON,
     MAX_TS,
     MISSING_FIELD,
@@ -175,6 +177,7 @@ class ModelBatch:
     offsets: npt.NDArray[np.int64]
     versions: np.ndarray
     segments: np.ndarray | None = None
+    event_ids: np.ndarray | None = None  # predictions and labels only
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ class ModelColumns:
     categorical: tuple[str, ...]
     prediction_kind: str | None
     has_score: bool
+    # numeric (regression) or categorical (classification); None: labels refused.
+    label_kind: str | None = None
 
     @classmethod
     def from_baseline(cls, baseline: BaselineProfile) -> ModelColumns:
@@ -218,8 +223,8 @@ class Decoder:
         max_features: int = 256,
     ) -> None:
         for topic, role in roles.items():
-            if role not in ROLES:
-                msg = f"topic {topic!r} has role {role!r}, expected one of {ROLES}"
+            if role not in (*ROLES, LABELS):
+                msg = f"topic {topic!r} has role {role!r}, expected one of {(*ROLES, LABELS)}"
                 raise ValueError(msg)
         for model_id, columns in models.items():
             if columns.prediction_kind not in (NUMERIC, CATEGORICAL, None):
@@ -295,6 +300,8 @@ class Decoder:
     def _new_group(self, place: _Place) -> _Group:
         topic, partition, model_id = place
         where = _Where(model_id, self.roles[topic], topic, partition)
+        if where.role == LABELS:
+            return _LabelGroup(where, self.models[model_id], self.max_features)
         return _Group(where, self.models[model_id], self.max_features)
 
     def _parse(
@@ -466,6 +473,7 @@ class _Group:
         self.ts: list[np.ndarray] = []
         self.offsets: list[np.ndarray] = []
         self.versions: list[np.ndarray] = []
+        self.ids: list[np.ndarray] = []
         self.segments: list[np.ndarray | None] = []
         self._events: list[Any] = []
         self._base = 0
@@ -476,7 +484,9 @@ class _Group:
         self.records.extend(records)
         self.offsets.append(np.fromiter(map(_OFFSET, records), np.int64, len(records)))
         ids, versions, ts, features, predictions, scores, segments = _fields(events, _ENVELOPE)
-        self._required_strings("event_id", ids)
+        ids = self._required_strings("event_id", ids)
+        if self.where.role == PREDICTIONS:
+            self.ids.append(_objects(ids))
         self.versions.append(_objects(self._required_strings("model_version", versions)))
         self.ts.append(self._timestamps(ts))
         self.segments.append(self._segments(segments))
@@ -495,6 +505,8 @@ class _Group:
         columns = {name: _join(parts) for name, parts in self.parts.items()}
         rows = {"ts": _join(self.ts), "offsets": _join(self.offsets)}
         rows["versions"] = _join(self.versions)
+        if self.ids:
+            rows["event_ids"] = _join(self.ids)
         segments = self._segment_column()
         if segments is not None:
             rows["segments"] = segments
@@ -513,6 +525,7 @@ class _Group:
             offsets=rows["offsets"],
             versions=rows["versions"],
             segments=rows.get("segments"),
+            event_ids=rows.get("event_ids"),
         )
 
     def _rows_to_keep(self, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.intp] | None:
@@ -659,6 +672,61 @@ class _Group:
             return None
 
         return fix
+
+
+LABEL = "__label__"
+_LABEL_FIELDS = ("event_id", "ts", "label")
+_LABEL_CLASS: frozenset[type] = frozenset({str})
+
+
+class _LabelGroup(_Group):
+    """One model's label events from one topic-partition: ``event_id``, ``ts``, ``label``.
+
+    The batch's only column is ``__label__``: floats for a regression model,
+    class labels (JSON text, as predictions) for a classifier.
+    """
+
+    def __init__(self, where: _Where, spec: ModelColumns, max_features: int) -> None:
+        super().__init__(where, ModelColumns((), (), None, False, spec.label_kind), max_features)
+        self.label_kind = spec.label_kind
+        self.numeric = {LABEL} if spec.label_kind == NUMERIC else set()
+        self.parts = {LABEL: []}
+
+    def add(self, records: list[Record], events: list[Any]) -> None:
+        self._base = len(self.records)
+        self._events = events
+        self.records.extend(records)
+        count = len(records)
+        self.offsets.append(np.fromiter(map(_OFFSET, records), np.int64, count))
+        ids, ts, labels = _fields(events, _LABEL_FIELDS)
+        self.ids.append(_objects(self._required_strings("event_id", ids)))
+        self.ts.append(self._timestamps(ts))
+        self.versions.append(np.full(count, "", dtype=object))
+        self.segments.append(None)
+        if self.label_kind is None:
+            detail = (
+                f"model {_show(self.where.model_id)} has no labels section in the config, so "
+                "its labels are not joined"
+            )
+            for row in range(count):
+                self._mark_here(row, LABELS_DISABLED, detail)
+        elif self.label_kind == NUMERIC:
+            labels = self._clean(labels, _NUMBER, self._regression_fix)
+        else:
+            labels = self._clean(labels, _LABEL_CLASS, self._class_fix)
+        self._keep(LABEL, labels)
+        self._events = []
+
+    def _regression_fix(self, row: int, value: Any) -> float:
+        expected = "a number (the model's labels.task is regression)"
+        self._required(row, "label", value, expected)
+        return math.nan
+
+    def _class_fix(self, row: int, value: Any) -> str | None:
+        if type(value) in (int, float, bool):
+            return category_label(value)
+        self._required(row, "label", value, "a class label: a string, number or boolean")
+        return None
 
 
 def _parse_failure(value: bytes, error: orjson.JSONDecodeError) -> tuple[str, str]:

@@ -53,15 +53,21 @@ SCHEMA_VERSION = "v1"
 _NAMES = ("epoch", "offsets", "state", "outbox", "outbox:order", "outbox:seq")
 
 # KEYS: epoch, offsets, state, outbox, outbox:order, outbox:seq (as in _NAMES),
-#       then the partition sets of models to register (routing by key)
+#       then the partition sets of models to register (routing by key),
+#       then the keys the label join's operations write (all in the unit's slot).
 # ARGV: epoch, number of offsets, number of states, the unit's partition,
-#       then topic/offset pairs, name/blob pairs and id/entry pairs, in that order.
+#       number of outbox entries, number of models to register,
+#       then topic/offset pairs, name/blob pairs, id/entry pairs and
+#       operations (opcode, key index, a, b), in that order.
 COMMIT_LUA = """
 local epoch = tonumber(redis.call('GET', KEYS[1]) or '0')
 local n_offsets = tonumber(ARGV[2])
 local n_states = tonumber(ARGV[3])
-local first_state = 5 + 2 * n_offsets
+local n_entries = tonumber(ARGV[5])
+local n_register = tonumber(ARGV[6])
+local first_state = 7 + 2 * n_offsets
 local first_entry = first_state + 2 * n_states
+local first_op = first_entry + 2 * n_entries
 
 -- 1. Fencing: a worker whose epoch is not the latest claim is a zombie.
 if epoch ~= tonumber(ARGV[1]) then
@@ -71,7 +77,7 @@ end
 -- 2. Compare every offset with the stored one (absent = -1, before any offset).
 local forward = false
 local behind = nil
-for i = 5, first_state - 1, 2 do
+for i = 7, first_state - 1, 2 do
   local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
   local given = tonumber(ARGV[i + 1])
   if given > stored then
@@ -94,25 +100,58 @@ end
 
 -- 5. Every check passed; only now write offsets, state blobs and new outbox
 --    entries (HSETNX skips an id already present, so it keeps its place).
-for i = 5, first_state - 1, 2 do
+for i = 7, first_state - 1, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 for i = first_state, first_entry - 1, 2 do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
-for i = first_entry, #ARGV, 2 do
+for i = first_entry, first_op - 1, 2 do
   if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[i])
   end
 end
--- 6. Register this partition for each model, and say where else each was seen.
+
+-- 6. The label join's writes. Entries travel packed (8-byte ids, fixed-width
+--    values) and are unpacked here, a few thousand arguments per call.
+local function flush(command, key, args)
+  if #args > 0 then
+    redis.call(command, key, unpack(args))
+  end
+  return {}
+end
+for i = first_op, #ARGV, 4 do
+  local op, key, a, b = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
+  if op == 'hset' or op == 'hdel' then
+    local n = #a / 8
+    local width = 0
+    if op == 'hset' then width = #b / n end
+    local args = {}
+    for j = 0, n - 1 do
+      args[#args + 1] = string.sub(a, j * 8 + 1, j * 8 + 8)
+      if op == 'hset' then
+        args[#args + 1] = string.sub(b, j * width + 1, j * width + width)
+      end
+      if #args >= 4000 then args = flush(string.upper(op), key, args) end
+    end
+    flush(string.upper(op), key, args)
+  elseif op == 'append' then
+    redis.call('APPEND', key, a)
+  elseif op == 'set' then
+    if #a > 0 then redis.call('SET', key, a) else redis.call('DEL', key) end
+  end
+end
+
+-- 7. Register this partition for each model, and say where else each was seen.
 local answer = {'ok'}
-for i = 7, #KEYS do
+for i = 7, 6 + n_register do
   redis.call('SADD', KEYS[i], ARGV[4])
   answer[#answer + 1] = redis.call('SMEMBERS', KEYS[i])
 end
 return answer
 """
+
+OPCODES = ("hset", "hdel", "append", "set")
 
 
 class Fenced(Exception):
@@ -170,6 +209,7 @@ class PartitionStore:
         self._client = client
         self._keys = [unit_key(prefix, group, partition, name) for name in _NAMES]
         self._epoch, self._offsets, self._state, self._outbox, self._order, _ = self._keys
+        self._join_prefix = unit_key(prefix, group, partition, "join:")
         self._commit = client.register_script(COMMIT_LUA)
 
     def claim(self) -> Claim:
@@ -194,6 +234,7 @@ class PartitionStore:
         states: Mapping[str, bytes],
         outbox: Sequence[OutboxEntry],
         register: Sequence[str] = (),
+        ops: Sequence[tuple[str, str, bytes, bytes]] = (),
     ) -> str:
         """Write one micro-batch atomically; "ok", or "applied" for a retry that already landed.
 
@@ -204,19 +245,29 @@ class PartitionStore:
 
         ``register`` names models to record as seen on this partition, in
         the same script; ``partitions_seen`` then maps each to every
-        partition of the group that registered it ("ok" only).
+        partition of the group that registered it ("ok" only). ``ops`` are
+        the label join's writes (``runtime/labels.py``), on keys of this
+        unit made by ``join_key``.
         """
         _check_commit(epoch, offsets)
         self.partitions_seen = {}
-        args: list[Any] = [epoch, len(offsets), len(states), self.partition]
+        args: list[Any] = [
+            epoch, len(offsets), len(states), self.partition, len(outbox), len(register)
+        ]
         for topic, offset in offsets.items():
             args += [topic, offset]
         for name, blob in states.items():
             args += [name, blob]
         for entry in outbox:
             args += [entry.id, encode_entry(entry)]
-        sets = [self._model_key(model_id) for model_id in register]
-        reply = self._commit(keys=[*self._keys, *sets], args=args)
+        keys = [*self._keys, *(self._model_key(model_id) for model_id in register)]
+        for opcode, key, a, b in ops:
+            if opcode not in OPCODES or not key.startswith(self._join_prefix):
+                msg = f"not a join operation of partition {self.partition}: {opcode} {key}"
+                raise ValueError(msg)
+            keys.append(key)
+            args += [opcode, len(keys), a, b]
+        reply = self._commit(keys=keys, args=args)
         status = self._answer(epoch, reply)
         if status == "ok":
             self.partitions_seen = {
@@ -224,6 +275,21 @@ class PartitionStore:
                 for model_id, members in zip(register, reply[1:], strict=True)
             }
         return status
+
+    def join_key(self, model_id: str, name: str) -> str:
+        """A key of the label join's buffer of ``model_id`` in this unit."""
+        return f"{self._join_prefix}{model_id}:{name}"
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def join_memory(self, model_id: str) -> int:
+        """Bytes Redis reports for the model's join buffer in this unit (MEMORY USAGE)."""
+        total = 0
+        for key in self._client.scan_iter(match=_glob_escape(self.join_key(model_id, "")) + "*"):
+            total += int(self._client.memory_usage(key, samples=0) or 0)
+        return total
 
     def model_partitions(self, model_id: str) -> set[int]:
         """Every partition of the group that registered ``model_id`` in a commit."""

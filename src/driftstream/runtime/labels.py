@@ -1,0 +1,481 @@
+"""The label join of one model on one partition unit, over its buffer in Redis.
+
+Every micro-batch, ``JoinBatch`` reads what it needs of the buffer (a few
+pipelined HMGET/GET calls, before anything changes), decides in memory, and
+returns the writes as ``Op`` tuples that the unit's commit applies in the
+same Lua call as the offsets and the state blobs. A crash anywhere therefore
+leaves the buffer exactly as the last commit left it.
+
+Keys, in the unit's hash tag (``store.unit_key``), per model::
+
+    join:<model>:pred          hash    8-byte event hash -> PRED or PAIR entry
+    join:<model>:label         hash    8-byte event hash -> LABEL entry
+    join:<model>:pred:<b>      string  event hashes filed in prediction bucket b
+    join:<model>:label:<b>     string  event hashes filed in label bucket b
+
+The small bookkeeping (watermarks, live buckets, codes) is the ``JoinState``
+in the model's ``labels:<model>`` state blob. ``core/join.py`` explains the
+time rules that make the joins independent of how topics interleave.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from driftstream.core.join import (
+    ID_BYTES,
+    LABEL,
+    PAIR,
+    PRED,
+    JoinState,
+    bucket_of,
+    class_codes,
+    event_hashes,
+    hash_order,
+    sampled,
+)
+from driftstream.core.settings import PREDICTION, SCORE
+from driftstream.runtime.decode import LABEL as LABEL_COLUMN
+from driftstream.runtime.decode import ModelBatch
+
+# Outcomes counted in driftstream_labels_total{outcome}.
+JOINED = "joined"
+EXPIRED = "expired"
+ORPHAN = "orphan"
+DUPLICATE = "duplicate"
+EVICTED = "evicted"
+LATE = "late"  # joined after its window was judged: counted, but in no window
+DUPLICATE_PREDICTION = "duplicate_prediction"
+SAMPLED_OUT = "sampled_out"
+OUTCOMES = (JOINED, EXPIRED, ORPHAN, DUPLICATE, EVICTED, LATE, DUPLICATE_PREDICTION, SAMPLED_OUT)
+
+Op = tuple[str, str, bytes, bytes]  # (opcode, key, a, b) as COMMIT_LUA applies them
+KeyOf = Callable[[str], str]  # "pred", "label", "pred:<b>", ... -> the Redis key
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    """What the join needs of a model's ``labels`` config."""
+
+    regression: bool
+    ttl_seconds: float
+    lateness_seconds: float
+    max_pending: int
+    sample_rate: float
+    window_seconds: float
+    wait_seconds: float
+
+
+@dataclass
+class Window:
+    """One judged window's joined pairs, sorted by prediction time then event hash."""
+
+    number: int
+    start: float
+    end: float
+    pairs: npt.NDArray[Any]  # PAIR records
+
+    def values(self, column: str, regression: bool) -> np.ndarray:
+        """``label`` or ``prediction``: floats, or class codes as strings for a classifier."""
+        values = self.pairs[column].astype(np.float64)
+        return values if regression else _class_names(values)
+
+
+@dataclass
+class JoinOutcome:
+    """What one micro-batch did to one model's join."""
+
+    state: JoinState
+    ops: list[Op]
+    windows: list[Window]
+    counts: dict[str, int]
+    delays: npt.NDArray[np.float64]  # label ts - prediction ts of each pair joined
+
+
+@dataclass
+class _Side:
+    """One hash of the buffer: values read from Redis, and this batch's changes over them."""
+
+    key: str
+    read: dict[bytes, bytes | None] = field(default_factory=dict)
+    changed: dict[bytes, bytes | None] = field(default_factory=dict)  # None: deleted
+    appended: dict[int, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.changed:
+            return self.changed[key]
+        return self.read.get(key)
+
+    def missing(self, keys: Sequence[bytes]) -> list[bytes]:
+        return [k for k in dict.fromkeys(keys) if k not in self.changed and k not in self.read]
+
+
+class JoinBatch:
+    """Joins one micro-batch of one model's predictions and labels."""
+
+    def __init__(
+        self, client: Any, key_of: KeyOf, settings: JoinSettings, state: JoinState
+    ) -> None:
+        self.client = client
+        self.key_of = key_of
+        self.settings = settings
+        self.state = state
+        self.preds = _Side(key_of("pred"))
+        self.labels = _Side(key_of("label"))
+        self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self.delays: list[np.ndarray] = []
+        self.rewritten: dict[str, list[bytes] | None] = {}  # bucket key -> ids (None: delete)
+        self.windows: list[Window] = []
+
+    # -- reads ----------------------------------------------------------------
+
+    def _fetch(self, wanted: Sequence[tuple[_Side, Sequence[bytes]]]) -> None:
+        """One pipelined round trip for every entry not known yet."""
+        asks = [(side, side.missing(keys)) for side, keys in wanted]
+        asks = [(side, keys) for side, keys in asks if keys]
+        if not asks:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for side, keys in asks:
+            pipe.hmget(side.key, keys)
+        for (side, keys), values in zip(asks, pipe.execute(), strict=True):
+            side.read.update(zip(keys, values, strict=True))
+
+    def _bucket_ids(self, side: _Side, name: str, buckets: Sequence[int]) -> dict[int, list[bytes]]:
+        """Each bucket's ids: stored, then appended by this batch, after its evicted front."""
+        if not buckets:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for bucket in buckets:
+            pipe.get(self.key_of(f"{name}:{bucket}"))
+        found = {}
+        cursors = self._buckets(name).cursors
+        for bucket, blob in zip(buckets, pipe.execute(), strict=True):
+            key = self.key_of(f"{name}:{bucket}")
+            if key in self.rewritten:
+                ids = list(self.rewritten[key] or [])
+            else:
+                ids = _split_ids(blob or b"")[cursors.get(bucket, 0) :]
+            found[bucket] = ids + side.appended.get(bucket, [])
+        return found
+
+    def _buckets(self, name: str) -> Any:
+        return self.state.predictions if name == "pred" else self.state.labels
+
+    # -- one batch ----------------------------------------------------------
+
+    def run(
+        self,
+        predictions: ModelBatch | None,
+        labels: ModelBatch | None,
+        sources: Mapping[int, tuple[int, int]] | None = None,
+    ) -> JoinOutcome:
+        """Join, judge due windows, expire, evict; ``sources`` maps offsets to (partition, offset)."""
+        new_preds = self._prediction_rows(predictions, sources or {}) if predictions else None
+        new_labels = self._label_rows(labels) if labels else None
+        wanted: list[tuple[_Side, Sequence[bytes]]] = []
+        if new_preds is not None:
+            keys = new_preds[0]
+            wanted += [(self.preds, keys), (self.labels, keys)]
+        if new_labels is not None:
+            keys = new_labels[0]
+            wanted += [(self.preds, keys), (self.labels, keys)]
+        self._fetch(wanted)
+        if new_preds is not None:
+            self._add_predictions(*new_preds)
+        if new_labels is not None:
+            self._add_labels(*new_labels)
+        self._judge()
+        self._expire()
+        self._evict("pred", self.preds, self.settings.max_pending)
+        self._evict("label", self.labels, self.settings.max_pending)
+        delays = np.concatenate(self.delays) if self.delays else np.empty(0)
+        return JoinOutcome(self.state, self._ops(), self.windows, self.counts, delays)
+
+    def _prediction_rows(
+        self, batch: ModelBatch, sources: Mapping[int, tuple[int, int]]
+    ) -> tuple[list[bytes], npt.NDArray[Any]] | None:
+        assert batch.event_ids is not None
+        hashes = event_hashes(batch.event_ids)
+        keep = self._sample(hashes)
+        if not keep.any():
+            return None
+        rows = np.zeros(int(keep.sum()), dtype=PRED)
+        rows["ts"] = batch.batch.ts[keep]
+        prediction = batch.batch.columns.get(PREDICTION)
+        if prediction is None:
+            rows["prediction"] = np.nan
+        elif self.settings.regression:
+            rows["prediction"] = prediction[keep]
+        else:
+            rows["prediction"] = class_codes(prediction[keep])
+        score = batch.batch.columns.get(SCORE)
+        rows["score"] = np.nan if score is None else score[keep]
+        offsets = batch.offsets[keep]
+        places = [sources.get(int(o), (batch.partition, int(o))) for o in offsets.tolist()]
+        rows["partition"] = [p for p, _ in places]
+        rows["offset"] = [o for _, o in places]
+        rows["version"] = self.state.versions.encode(batch.versions[keep])
+        segments = batch.segments
+        if segments is not None:
+            texts = [_segment_text(s) for s in segments[keep]]
+            rows["segment"] = self.state.segments.encode(texts)
+        self.state.pred_max = max(self.state.pred_max, float(rows["ts"].max()))
+        return _kept(hashes, keep), rows
+
+    def _label_rows(self, batch: ModelBatch) -> tuple[list[bytes], npt.NDArray[Any]] | None:
+        assert batch.event_ids is not None
+        hashes = event_hashes(batch.event_ids)
+        keep = self._sample(hashes)
+        if not keep.any():
+            return None
+        rows = np.zeros(int(keep.sum()), dtype=LABEL)
+        rows["ts"] = batch.batch.ts[keep]
+        values = batch.batch.columns[LABEL_COLUMN][keep]
+        if self.settings.regression:
+            rows["label"] = values
+        else:
+            rows["label"] = class_codes(values)
+        self.state.label_max = max(self.state.label_max, float(rows["ts"].max()))
+        return _kept(hashes, keep), rows
+
+    def _sample(self, hashes: list[bytes]) -> npt.NDArray[np.bool_]:
+        keep = sampled(hashes, self.settings.sample_rate)
+        self.counts[SAMPLED_OUT] += int(len(keep) - keep.sum())
+        return keep
+
+    def _add_predictions(self, keys: list[bytes], rows: npt.NDArray[Any]) -> None:
+        packed = rows.tobytes()
+        width = PRED.itemsize
+        buckets = bucket_of(rows["ts"], self.settings.window_seconds).tolist()
+        self.state.predictions.add(buckets)
+        for i, key in enumerate(keys):
+            if self.preds.get(key) is not None:
+                self.counts[DUPLICATE_PREDICTION] += 1
+                continue
+            entry = packed[i * width : (i + 1) * width]
+            label = self.labels.get(key)
+            self.preds.appended[buckets[i]].append(key)
+            self.state.pending_predictions += 1
+            if label is None:
+                self.preds.changed[key] = entry
+                continue
+            self.labels.changed[key] = None
+            self.state.pending_labels -= 1
+            self._join(key, entry, label, buckets[i])
+
+    def _add_labels(self, keys: list[bytes], rows: npt.NDArray[Any]) -> None:
+        packed = rows.tobytes()
+        width = LABEL.itemsize
+        buckets = bucket_of(rows["ts"], self.settings.window_seconds).tolist()
+        # Every label's bucket is noted, kept or not, so the live buckets do
+        # not depend on which labels happened to arrive before their prediction.
+        self.state.labels.add(buckets)
+        for i, key in enumerate(keys):
+            entry = packed[i * width : (i + 1) * width]
+            pred = self.preds.get(key)
+            if pred is not None:
+                if len(pred) == PAIR.itemsize:
+                    self.counts[DUPLICATE] += 1
+                else:
+                    p_ts = float(np.frombuffer(pred, dtype=PRED)["ts"][0])
+                    self._join(key, pred, entry, _bucket(p_ts, self.settings.window_seconds))
+                continue
+            if self.labels.get(key) is not None:
+                self.counts[DUPLICATE] += 1
+                continue
+            self.labels.changed[key] = entry
+            self.labels.appended[buckets[i]].append(key)
+            self.state.pending_labels += 1
+
+    def _join(self, key: bytes, pred: bytes, label: bytes, bucket: int) -> None:
+        """Pair a prediction with its label, or count the label an orphan if they are too far apart."""
+        p_ts = float(np.frombuffer(pred, dtype=PRED)["ts"][0])
+        l_ts, value = np.frombuffer(label, dtype=LABEL)[0].tolist()
+        if abs(l_ts - p_ts) > self.settings.ttl_seconds:
+            self.counts[ORPHAN] += 1
+            self.preds.changed[key] = pred  # it keeps waiting, and expires in time
+            return
+        self.counts[JOINED] += 1
+        self.delays.append(np.array([l_ts - p_ts]))
+        judged = self.state.judged
+        if judged is not None and bucket <= judged:
+            # Its window was judged already: counted, then gone.
+            self.counts[LATE] += 1
+            self.preds.changed[key] = None
+            self.state.pending_predictions -= 1
+            return
+        self.preds.changed[key] = pred + np.array([(l_ts, value)], dtype=_LABEL_PART).tobytes()
+
+    # -- windows, expiry, eviction -------------------------------------------
+
+    def _watermark(self) -> float:
+        return self.state.watermark(self.settings.lateness_seconds)
+
+    def _judge(self) -> None:
+        seconds = self.settings.window_seconds
+        watermark = self._watermark() - self.settings.wait_seconds
+        judged = self.state.judged
+        due = [
+            b
+            for b in sorted(self.state.predictions.cursors)
+            if (judged is None or b > judged) and (b + 1) * seconds <= watermark
+        ]
+        if not due:
+            return
+        ids = self._bucket_ids(self.preds, "pred", due)
+        self._fetch([(self.preds, [k for b in due for k in ids[b]])])
+        for bucket in due:
+            self._judge_one(bucket, ids[bucket])
+            self.state.judged = bucket
+
+    def _judge_one(self, bucket: int, ids: list[bytes]) -> None:
+        seconds = self.settings.window_seconds
+        end = (bucket + 1) * seconds
+        pairs, hashes, waiting = [], [], []
+        for key in dict.fromkeys(ids):
+            entry = self.preds.get(key)
+            if entry is None:
+                continue
+            if len(entry) == PAIR.itemsize:
+                pairs.append(entry)
+                hashes.append(key)
+                self.preds.changed[key] = None
+                self.state.pending_predictions -= 1
+            else:
+                waiting.append(key)
+        self.rewritten[self.key_of(f"pred:{bucket}")] = waiting
+        self.preds.appended.pop(bucket, None)
+        self.state.predictions.cursors[bucket] = 0
+        records = np.frombuffer(b"".join(pairs), dtype=PAIR)
+        in_time = records["label_ts"] <= end + self.settings.wait_seconds
+        self.counts[LATE] += int(len(records) - in_time.sum())
+        records = records[in_time]
+        keys = hash_order(hashes)[in_time]
+        order = np.lexsort((keys, records["ts"]))
+        self.windows.append(Window(bucket, bucket * seconds, end, records[order]))
+
+    def _expire(self) -> None:
+        watermark = self._watermark()
+        if not np.isfinite(watermark):
+            return
+        limit = int(np.floor((watermark - self.settings.ttl_seconds) / self.settings.window_seconds))
+        for name, side, outcome in (("pred", self.preds, EXPIRED), ("label", self.labels, ORPHAN)):
+            buckets = [
+                b
+                for b in self._buckets(name).due(limit)
+                if (b + 1) * self.settings.window_seconds + self.settings.ttl_seconds < watermark
+            ]
+            self._drop(name, side, buckets, outcome)
+
+    def _drop(self, name: str, side: _Side, buckets: list[int], outcome: str) -> None:
+        """Delete whole buckets: what is still waiting in them counts under ``outcome``."""
+        if not buckets:
+            return
+        ids = self._bucket_ids(side, name, buckets)
+        self._fetch([(side, [k for b in buckets for k in ids[b]])])
+        for bucket in buckets:
+            for key in dict.fromkeys(ids[bucket]):
+                if side.get(key) is not None:
+                    self._delete(name, side, key, outcome)
+            self.rewritten[self.key_of(f"{name}:{bucket}")] = None
+            side.appended.pop(bucket, None)
+            del self._buckets(name).cursors[bucket]
+
+    def _delete(self, name: str, side: _Side, key: bytes, outcome: str) -> None:
+        entry = side.get(key)
+        side.changed[key] = None
+        if name == "pred":
+            self.state.pending_predictions -= 1
+            # A joined pair evicted before its window was judged is lost too.
+            if outcome != EXPIRED or entry is None or len(entry) != PAIR.itemsize:
+                self.counts[outcome] += 1
+        else:
+            self.state.pending_labels -= 1
+            self.counts[outcome] += 1
+
+    def _evict(self, name: str, side: _Side, cap: int) -> None:
+        """Drop the oldest entries, bucket by bucket, until at most ``cap`` remain."""
+        count = self.state.pending_predictions if name == "pred" else self.state.pending_labels
+        buckets = self._buckets(name)
+        while count > cap and buckets.cursors:
+            bucket = buckets.oldest()
+            assert bucket is not None
+            ids = self._bucket_ids(side, name, [bucket])[bucket]
+            self._fetch([(side, ids)])
+            taken = 0
+            for key in ids:
+                if count <= cap:
+                    break
+                taken += 1
+                if side.get(key) is not None:
+                    self._delete(name, side, key, EVICTED)
+                    count -= 1
+            if taken == len(ids):
+                self.rewritten[self.key_of(f"{name}:{bucket}")] = None
+                side.appended.pop(bucket, None)
+                del buckets.cursors[bucket]
+            else:
+                self.rewritten[self.key_of(f"{name}:{bucket}")] = ids[taken:]
+                side.appended.pop(bucket, None)
+                buckets.cursors[bucket] = 0
+
+    # -- writes ---------------------------------------------------------------
+
+    def _ops(self) -> list[Op]:
+        ops: list[Op] = []
+        for side in (self.preds, self.labels):
+            deleted = [k for k, v in side.changed.items() if v is None]
+            if deleted:
+                ops.append(("hdel", side.key, b"".join(deleted), b""))
+            by_width: dict[int, tuple[list[bytes], list[bytes]]] = {}
+            for key, value in side.changed.items():
+                if value is not None:
+                    keys, values = by_width.setdefault(len(value), ([], []))
+                    keys.append(key)
+                    values.append(value)
+            for keys, values in by_width.values():
+                ops.append(("hset", side.key, b"".join(keys), b"".join(values)))
+        for key, ids in self.rewritten.items():
+            ops.append(("set", key, b"".join(ids or []), b""))
+        for name, side in (("pred", self.preds), ("label", self.labels)):
+            for bucket, ids in side.appended.items():
+                if ids:
+                    ops.append(("append", self.key_of(f"{name}:{bucket}"), b"".join(ids), b""))
+        return ops
+
+
+_LABEL_PART = np.dtype([("label_ts", "<f8"), ("label", "<f8")])
+
+
+def _class_names(codes: npt.NDArray[np.float64]) -> np.ndarray:
+    return codes.astype(np.int64).astype(str).astype(object)
+
+
+def positive_code(positive: str) -> str:
+    """How ``Window.values`` names the positive class."""
+    return str(_class_names(class_codes([positive]))[0])
+
+
+def _kept(hashes: list[bytes], keep: npt.NDArray[np.bool_]) -> list[bytes]:
+    return hashes if keep.all() else [h for h, k in zip(hashes, keep.tolist(), strict=True) if k]
+
+
+def _split_ids(blob: bytes) -> list[bytes]:
+    return [blob[i : i + ID_BYTES] for i in range(0, len(blob), ID_BYTES)]
+
+
+def _bucket(ts: float, seconds: float) -> int:
+    return int(np.floor(ts / seconds))
+
+
+def _segment_text(segment: Any) -> str:
+    if not segment:
+        return ""
+    return ",".join(f"{k}={v}" for k, v in sorted(segment.items()))
