@@ -30,7 +30,7 @@ import pytest
 
 from driftstream.core.baseline import build_profile
 from driftstream.core.batch import Batch
-from driftstream.core.detectors import ADWIN, PageHinkley
+from driftstream.core.detectors import ADWIN, DDM, PageHinkley
 from driftstream.core.episodes import DetectorEpisodes, WindowEpisodes
 from driftstream.core.monitor import ModelMonitor, settings_from_baseline
 from driftstream.core.settings import EpisodeSettings, MonitorSettings, WindowSettings
@@ -94,6 +94,13 @@ def shifting_values(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     means = np.repeat(rng.choice([-1.5, 1.5], size=n // 1500 + 1).cumsum(), 1500)[:n]
     return means + rng.normal(size=n)
+
+
+def error_values(n: int, seed: int) -> np.ndarray:
+    """0/1 errors whose rate steps up every 1,500 points, then starts low again."""
+    rng = np.random.default_rng(seed)
+    rate = np.tile(np.repeat([0.05, 0.3], 1500), n // 3000 + 1)[:n]
+    return (rng.random(n) < rate).astype(np.float64)
 
 
 def sketch_values(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,6 +287,15 @@ STATEFUL = [
         cut=cut_list,
         feed=feed_detector,
         extreme=lambda: np.array([1e100, -1e100, 1e100, 0.0] * 10),
+    ),
+    Stateful(
+        name="ddm",
+        make=DDM,
+        restore=DDM.from_state,
+        events=error_values,
+        cut=cut_list,
+        feed=feed_detector,
+        extreme=lambda: np.array([1.0, 0.0] * 20),
     ),
     Stateful(
         name="numeric-sketch",

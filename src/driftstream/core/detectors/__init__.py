@@ -1,6 +1,7 @@
 """Online drift detectors with batch updates and explicit, JSON-able state."""
 
 from driftstream.core.detectors.adwin import ADWIN
+from driftstream.core.detectors.ddm import DDM
 from driftstream.core.detectors.page_hinkley import PageHinkley
 
-__all__ = ["ADWIN", "PageHinkley"]
+__all__ = ["ADWIN", "DDM", "PageHinkley"]
