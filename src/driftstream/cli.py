@@ -124,6 +124,20 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=None,
         help="index of the first drifted event (default: half of --events)",
     )
+    parser.add_argument(
+        "--concept-at",
+        type=int,
+        default=None,
+        help=(
+            "index of the first event whose label follows a new relationship to the features "
+            "(a concept drift; default: two thirds of --drift-at)"
+        ),
+    )
+    parser.add_argument(
+        "--no-labels",
+        action="store_true",
+        help="produce no labels (no label join, no performance alerts)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     parser.add_argument(
         "--json",
@@ -138,9 +152,9 @@ def _add_topics(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser(
         "create",
-        help="create the input, alerts and dead-letter topics",
+        help="create the input (predictions, features, labels), alerts and dead-letter topics",
         description=(
-            "Create the predictions, features, alerts and dead-letter topics named in the "
+            "Create the predictions, features, labels, alerts and dead-letter topics named in the "
             "config, with kafka.partitions partitions each (input topics must share one "
             "partition count: they are co-partitioned by model_id)."
         ),
@@ -315,7 +329,12 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.events < 1 or not 0 <= drift_at <= args.events:
         msg = f"--drift-at {drift_at} must lie between 0 and --events {args.events}"
         raise UsageError(msg)
-    return run_demo(args.events, drift_at, args.seed, args.json, os.environ)
+    concept_at = drift_at * 2 // 3 if args.concept_at is None else args.concept_at
+    if not 0 <= concept_at <= args.events:
+        msg = f"--concept-at {concept_at} must lie between 0 and --events {args.events}"
+        raise UsageError(msg)
+    labels = None if args.no_labels else concept_at
+    return run_demo(args.events, drift_at, args.seed, args.json, os.environ, concept_at=labels)
 
 
 def run_topics_create(args: argparse.Namespace) -> int:

@@ -98,8 +98,18 @@ class FeatureConfig(Frozen):
 
 
 PerformanceMetricName = Literal[
-    "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier", "ece",
-    "mae", "rmse", "mean_error", "r2",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "brier",
+    "ece",
+    "mae",
+    "rmse",
+    "mean_error",
+    "r2",
 ]
 ErrorDetectorName = Literal["adwin", "ddm"]
 

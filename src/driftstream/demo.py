@@ -6,6 +6,12 @@ synthetic inference traffic for a small fraud model with a drift injected
 into some features at a known event, runs the worker until every event is
 committed and every alert delivered, and prints the alerts it reads back
 from the alerts topic.
+
+Labels follow their predictions as a label source would send them: after an
+exponential delay (mean ``LABEL_DELAY_SECONDS`` of event time), a tenth
+never, and a few before their prediction. From a second known event on, the
+labels follow a new relationship to the features (a concept drift the
+feature statistics cannot see), which the joined performance must catch.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
@@ -35,6 +43,18 @@ DRIFTED = ("amount", "latency_ms", "country")
 START_TS = 1_767_225_600.0  # 2026-01-01T00:00:00Z: fixed, so runs are reproducible
 EVENT_SPACING = 0.01  # seconds of event time between events (100 events/s)
 TIME_LIMIT = 150.0
+LABEL_DELAY_SECONDS = 60.0  # mean delay from a prediction to its label, in event time
+LABEL_LOSS = 0.1  # share of predictions that never get a label
+LABEL_EARLY = 0.02  # share of labels sent before their prediction
+# Windows of joined pairs: 30 s of prediction time (3,000 predictions), judged
+# once the labels have had 30 s more to arrive.
+DEMO_LABELS = {
+    "positive": "fraud",
+    "window_seconds": 30.0,
+    "wait_seconds": 30.0,
+    "lateness_seconds": 5.0,
+    "ttl_seconds": 3600.0,
+}
 
 
 class Progress:
@@ -69,26 +89,41 @@ def run_demo(
     env: Mapping[str, str],
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    concept_at: int | None = None,
 ) -> int:
+    """Run the demo; ``concept_at`` None produces no labels."""
     run_id = uuid.uuid4().hex[:8]
     with contextlib.ExitStack() as stack:
         err.write("starting embedded Kafka (Tansu) and Redis ...\n")
         bootstrap = stack.enter_context(kafka_service(env))
         redis_url = stack.enter_context(redis_service(env))
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftstream-")))
-        config = _demo_config(workdir, bootstrap, redis_url, run_id, seed)
+        config = _demo_config(workdir, bootstrap, redis_url, run_id, seed, concept_at is not None)
         create_topics(config)
-        err.write(f"producing {events:,} events (drift from event {drift_at:,}) ...\n")
-        drift_ts = _produce(config, events, drift_at, seed)
+        concept = "" if concept_at is None else f", concept drift from event {concept_at:,}"
+        err.write(f"producing {events:,} events (drift from event {drift_at:,}{concept}) ...\n")
+        traffic = _produce(config, events, drift_at, seed, concept_at)
         worker = build_worker(config, CollectorRegistry())
         err.write("running the worker ...\n")
-        _drain(worker, events, Progress(events, err))
+        total = events + traffic.labels
+        _drain(worker, total, Progress(total, err))
         alerts = _read_alerts(config, _published(worker))
-    _report(alerts, events, drift_ts, as_json, out)
+    _report(alerts, events, traffic, as_json, out)
     return 0
 
 
-def _demo_config(workdir: Path, bootstrap: str, redis_url: str, run_id: str, seed: int) -> Config:
+@dataclass(frozen=True)
+class Traffic:
+    """What the demo produced, and where its changes start (event time)."""
+
+    drift_ts: float | None
+    concept_ts: float | None = None
+    labels: int = 0
+
+
+def _demo_config(
+    workdir: Path, bootstrap: str, redis_url: str, run_id: str, seed: int, labels: bool
+) -> Config:
     training = synthetic.frame(20_000, seed)
     profile = build_profile(
         training,
@@ -96,17 +131,21 @@ def _demo_config(workdir: Path, bootstrap: str, redis_url: str, run_id: str, see
         prediction="prediction",
         score="score",
         target="label",
+        positive="fraud",
         created_from="demo training data",
     )
     baseline = workdir / "baseline.json"
     baseline.write_bytes(profile.to_json())
     topics = {
         name: f"driftstream-demo-{run_id}.{name}"
-        for name in ("predictions", "features", "alerts", "dlq")
+        for name in ("predictions", "features", "labels", "alerts", "dlq")
     }
+    model: dict[str, Any] = {"baseline": str(baseline)}
+    if labels:
+        model["labels"] = DEMO_LABELS
     return parse_config(
         {
-            "models": {synthetic.MODEL_ID: {"baseline": str(baseline)}},
+            "models": {synthetic.MODEL_ID: model},
             "kafka": {
                 "client": {
                     "bootstrap.servers": bootstrap,
@@ -124,31 +163,78 @@ def _demo_config(workdir: Path, bootstrap: str, redis_url: str, run_id: str, see
     )
 
 
-def _produce(config: Config, events: int, drift_at: int, seed: int) -> float | None:
-    """Produce the traffic; returns the event time of the first drifted event."""
-    stable = synthetic.frame(drift_at, seed + 1)
-    drifted = synthetic.frame(max(events - drift_at, 0), seed + 2, drift=DRIFTED)
+def _produce(
+    config: Config, events: int, drift_at: int, seed: int, concept_at: int | None
+) -> Traffic:
+    """Produce the traffic (and labels unless ``concept_at`` is None)."""
+    parts = [(0, drift_at, seed + 1, ()), (drift_at, events, seed + 2, DRIFTED)]
+    stable, drifted = (synthetic.frame(end - start, s, drift=d) for start, end, s, d in parts)
+    rows = _rows(stable) + _rows(drifted)
+    ts = [START_TS + index * EVENT_SPACING for index in range(events)]
+    sends: list[tuple[float, int, str, int]] = [(t, 1, "prediction", i) for i, t in enumerate(ts)]
+    truth: list[str] = []
+    if concept_at is not None:
+        truth = _labels(parts, concept_at)
+        sends += _label_sends(ts, seed)
+    sends.sort()
     client = DriftClient(
         str(config.kafka.client_settings()["bootstrap.servers"]),
         predictions_topic=config.kafka.topics.predictions,
         features_topic=config.kafka.topics.features,
+        labels_topic=config.kafka.topics.labels,
         model_version="demo-1",
         config={"log_level": 4},
     )
+    labels = 0
     with client:
-        index = 0
-        for part in (stable, drifted):
-            for row in _rows(part):
+        for at, _, kind, index in sends:
+            if kind == "prediction":
+                row = rows[index]
                 client.log_prediction(
                     synthetic.MODEL_ID,
                     row["features"],
                     row["prediction"],
                     score=row["score"],
                     event_id=f"evt-{index}",
-                    ts=START_TS + index * EVENT_SPACING,
+                    ts=ts[index],
                 )
-                index += 1
-    return START_TS + drift_at * EVENT_SPACING if drift_at < events else None
+            else:
+                client.log_label(
+                    synthetic.MODEL_ID, f"evt-{index}", truth[index], ts=max(at, ts[index])
+                )
+                labels += 1
+    return Traffic(
+        START_TS + drift_at * EVENT_SPACING if drift_at < events else None,
+        None if concept_at is None or concept_at >= events else ts[concept_at],
+        labels,
+    )
+
+
+def _labels(parts: list[tuple[int, int, int, Any]], concept_at: int) -> list[str]:
+    """Each event's true label: the old relationship before ``concept_at``, the new one after."""
+    truth: list[str] = []
+    for start, end, seed, drift in parts:
+        old = synthetic.frame(end - start, seed, drift=drift)["label"].tolist()
+        new = synthetic.frame(end - start, seed, drift=drift, concept=True)["label"].tolist()
+        truth += [new[i] if start + i >= concept_at else old[i] for i in range(end - start)]
+    return truth
+
+
+def _label_sends(ts: list[float], seed: int) -> list[tuple[float, int, str, int]]:
+    """When each label is sent: after a random delay, never, or just before its prediction."""
+    rng = np.random.default_rng(seed + 100)
+    count = len(ts)
+    delays = rng.exponential(LABEL_DELAY_SECONDS, count)
+    lost = rng.random(count) < LABEL_LOSS
+    early = rng.random(count) < LABEL_EARLY
+    sends = []
+    for index in np.flatnonzero(~lost).tolist():
+        if early[index]:
+            # Sent before the prediction, with a time a moment after it.
+            sends.append((ts[index] - 0.5, 0, "label", index))
+        else:
+            sends.append((ts[index] + float(delays[index]), 2, "label", index))
+    return sends
 
 
 def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,17 +297,21 @@ def _read_alerts(config: Config, expected: int) -> list[dict[str, Any]]:
 
 
 def _report(
-    alerts: list[dict[str, Any]], events: int, drift_ts: float | None, as_json: bool, out: TextIO
+    alerts: list[dict[str, Any]], events: int, traffic: Traffic, as_json: bool, out: TextIO
 ) -> None:
     features = (*synthetic.NUMERIC_FEATURES, *synthetic.CATEGORICAL_FEATURES)
     drifted = [f for f in features if f in DRIFTED]
     stable = [f for f in features if f not in DRIFTED]
+    drift_ts = traffic.drift_ts
     summary = {
         "events": events,
         "drift_at_ts": drift_ts,
+        "concept_drift_at_ts": traffic.concept_ts,
         "drifted_features": drifted,
         "stable_features": stable,
+        "labels": traffic.labels,
         "alerts": len(alerts),
+        "performance_alerts": sum(a["kind"] == "performance" for a in alerts),
     }
     if as_json:
         for alert in alerts:
@@ -242,6 +332,10 @@ def _report(
         )
     when = "never" if drift_ts is None else f"at {drift_ts - START_TS:.1f}s of event time"
     out.write(f"\ndrift injected into {', '.join(drifted)} {when}; stable: {', '.join(stable)}\n")
+    if traffic.labels:
+        concept = traffic.concept_ts
+        at = "never" if concept is None else f"at {concept - START_TS:.1f}s of event time"
+        out.write(f"{traffic.labels:,} labels sent; concept drift (labels only) {at}\n")
 
 
 def _num(value: float | None) -> str:

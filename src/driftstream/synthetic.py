@@ -25,13 +25,16 @@ DEVICES = ("ios", "android", "web")
 
 
 def frame(
-    n: int, seed: int, drift: Iterable[str] = ()
+    n: int, seed: int, drift: Iterable[str] = (), concept: bool = False
 ) -> dict[str, npt.NDArray[np.float64] | npt.NDArray[np.object_]]:
     """``n`` rows of features, score, prediction and label.
 
     Features named in ``drift`` come from a shifted distribution: ``amount``
     and ``latency_ms`` move up, ``customer_age`` moves down, ``country``
-    gains a new market and ``device`` tilts to web.
+    gains a new market and ``device`` tilts to web. With ``concept`` the
+    labels follow a new relationship to the same features (fraud moved to
+    returning customers and small amounts) while the model's score does not
+    change: a concept drift that no input statistic can see.
     """
     rng = np.random.default_rng(seed)
     shifted = set(drift)
@@ -50,7 +53,11 @@ def frame(
     new_customer = np.where(rng.random(n) < 0.25, "true", "false").astype(object)
     logit = -4.0 + 0.01 * (amount - 60) + 0.004 * latency + 1.2 * (new_customer == "true")
     score = 1.0 / (1.0 + np.exp(-logit))
-    label = np.where(rng.random(n) < score, "fraud", "ok").astype(object)
+    truth = score
+    if concept:
+        new_logit = -1.6 - 0.01 * (amount - 60) - 1.2 * (new_customer == "true")
+        truth = 1.0 / (1.0 + np.exp(-new_logit))
+    label = np.where(rng.random(n) < truth, "fraud", "ok").astype(object)
     return {
         "amount": np.round(amount, 2),
         "latency_ms": np.round(latency, 1),

@@ -160,12 +160,13 @@ class Traffic:
         return len(self.order)
 
     def produce(self, bootstrap, slices=1, pause=0.0):
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                             "message.max.bytes": 2 * MAX_BYTES})
+        producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 2 * MAX_BYTES}
+        )
         size = -(-len(self.order) // slices)
         nexts = [0] * len(self.partitions)
         for start in range(0, len(self.order), size):
-            for partition in self.order[start:start + size]:
+            for partition in self.order[start : start + size]:
                 key, value, _ = self.partitions[partition][nexts[partition]]
                 nexts[partition] += 1
                 producer.produce(self.topic, value=value, key=key, partition=partition)

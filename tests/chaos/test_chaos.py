@@ -36,8 +36,14 @@ def configs(tmp_path, bootstrap, redis_url, name, batch_size=300):
     made = []
     for run in ("oracle", "chaos"):
         path, _ = write_config(
-            tmp_path, bootstrap, redis_url, f"{name}-{run}", models=MODELS, partitions=3,
-            batch_size=batch_size, inputs=f"{name}-in",
+            tmp_path,
+            bootstrap,
+            redis_url,
+            f"{name}-{run}",
+            models=MODELS,
+            partitions=3,
+            batch_size=batch_size,
+            inputs=f"{name}-in",
         )
         made.append((path, chaos_config(path)))
     return made
@@ -73,8 +79,7 @@ def compare(scenario, seed, got, want, traffic):
     assert ids == want_ids, f"{where}: alert ids differ: {sorted(ids ^ want_ids)[:5]}"
     expected = traffic.expected_dead()
     assert letters == expected, (
-        f"{where}: dead letters differ: "
-        f"{sorted(set(letters.items()) ^ set(expected.items()))[:5]}"
+        f"{where}: dead letters differ: {sorted(set(letters.items()) ^ set(expected.items()))[:5]}"
     )
     assert want_letters == expected
     return copies
@@ -86,8 +91,7 @@ def test_kills_and_a_zombie_under_malformed_traffic(
     seed = random.randrange(1_000_000)
     kills = 30 if full else 10
     (_, oracle_config), (path, config) = configs(tmp_path, kafka_bootstrap, redis_url, unique)
-    traffic = Traffic(config.kafka.topics.predictions, 30_000 if full else 6_000, BAD_RECORDS,
-                      seed)
+    traffic = Traffic(config.kafka.topics.predictions, 30_000 if full else 6_000, BAD_RECORDS, seed)
     feeding = traffic.produce_in_background(kafka_bootstrap, 60 if full else 20)
     crew = Crew(path, 3, seed)
     try:
@@ -101,8 +105,16 @@ def test_kills_and_a_zombie_under_malformed_traffic(
         codes = settle(crew, redis_url, config, traffic, seed, timeout=300)
     finally:
         crew.kill_all()
-    judge(f"{kills} kills and a zombie", seed, crew, codes, kafka_bootstrap, redis_url,
-          (oracle_config, config), traffic)
+    judge(
+        f"{kills} kills and a zombie",
+        seed,
+        crew,
+        codes,
+        kafka_bootstrap,
+        redis_url,
+        (oracle_config, config),
+        traffic,
+    )
     assert crew.kills == kills
     # Whether the zombie still held a batch to commit when it woke is up to
     # timing; either way the state above proves no stale commit landed.
@@ -114,8 +126,7 @@ def test_redis_killed_and_restarted_with_aof(kafka_bootstrap, unique, tmp_path, 
     redis = RedisProcess(tmp_path / "redis", persistent=True)
     redis.start()
     try:
-        (_, oracle_config), (path, config) = configs(tmp_path, kafka_bootstrap, redis.url,
-                                                     unique)
+        (_, oracle_config), (path, config) = configs(tmp_path, kafka_bootstrap, redis.url, unique)
         traffic = Traffic(config.kafka.topics.predictions, 6_000, 2_000, seed)
         feeding = traffic.produce_in_background(kafka_bootstrap, 45 if full else 25)
         crew = Crew(path, 2, seed)
@@ -131,8 +142,16 @@ def test_redis_killed_and_restarted_with_aof(kafka_bootstrap, unique, tmp_path, 
             crew.kill_all()
         logs = "\n".join(crew.logs)
         assert GONE in logs and BACK in logs
-        judge("Redis outage", seed, crew, codes, kafka_bootstrap, redis.url,
-              (oracle_config, config), traffic)
+        judge(
+            "Redis outage",
+            seed,
+            crew,
+            codes,
+            kafka_bootstrap,
+            redis.url,
+            (oracle_config, config),
+            traffic,
+        )
     finally:
         redis.kill()
 
@@ -156,8 +175,16 @@ def test_broker_frozen_and_resumed(redis_url, unique, tmp_path, full):
         finally:
             broker._process.send_signal(signal.SIGCONT)
             crew.kill_all()
-        judge("broker frozen", seed, crew, codes, bootstrap, redis_url, (oracle_config, config),
-              traffic)
+        judge(
+            "broker frozen",
+            seed,
+            crew,
+            codes,
+            bootstrap,
+            redis_url,
+            (oracle_config, config),
+            traffic,
+        )
 
 
 def test_broker_restarted(redis_url, unique, tmp_path, full, monkeypatch):
@@ -182,8 +209,16 @@ def test_broker_restarted(redis_url, unique, tmp_path, full, monkeypatch):
             codes = settle(crew, redis_url, config, traffic, seed)
         finally:
             crew.kill_all()
-        judge("broker restarted", seed, crew, codes, bootstrap, redis_url,
-              (oracle_config, config), traffic)
+        judge(
+            "broker restarted",
+            seed,
+            crew,
+            codes,
+            bootstrap,
+            redis_url,
+            (oracle_config, config),
+            traffic,
+        )
     finally:
         broker.stop()
         storage.stop()

@@ -187,9 +187,7 @@ def feed_window_episodes(episodes: WindowEpisodes, batch: list[tuple[str, float]
 def feed_detector_episodes(episodes: DetectorEpisodes, batch: Any) -> list[Any]:
     found, end = batch
     keys = sorted({key for key, _ in found} | set(episodes.to_state()["open"]))
-    return [
-        episodes.advance(key, [pos for k, pos in found if k == key], end) for key in keys
-    ]
+    return [episodes.advance(key, [pos for k, pos in found if k == key], end) for key in keys]
 
 
 # ---------------------------------------------------------------- monitors
@@ -572,9 +570,7 @@ def test_monitor_error_names_the_nested_key_path():
     damaged = edited(state, ("features", "amount", "sketch", "sumsq"), None)
     with pytest.raises(ValueError) as err:
         ModelMonitor.from_state(monitor_settings("count"), baseline(), damaged)
-    expected = (
-        "monitor state key 'features.amount.sketch.sumsq' must be a finite number, got None"
-    )
+    expected = "monitor state key 'features.amount.sketch.sumsq' must be a finite number, got None"
     assert str(err.value) == expected
 
 

@@ -285,23 +285,41 @@ class FlakyRedis(redis.Redis):
 
 
 def fake_config(
-    tmp_path, redis_url, prefix, *, batch_size=500, partitions=2, window=1000, routing="by_key"
+    tmp_path,
+    redis_url,
+    prefix,
+    *,
+    batch_size=500,
+    partitions=2,
+    window=1000,
+    routing="by_key",
+    labels=None,
+    baseline=None,
 ):
-    """A config for the fake broker: fixed topic names, a key prefix of its own."""
+    """A config for the fake broker: fixed topic names, a key prefix of its own.
+
+    ``labels`` is the model's labels section; ``baseline`` a profile to use
+    instead of the fraud model's.
+    """
     from driftstream.config import parse_config
 
-    baseline = tmp_path / "fraud-detector.json"
-    if not baseline.exists():
-        baseline.write_bytes(_baseline_json())
+    profile = baseline
+    baseline = tmp_path / f"{prefix}-baseline.json"
+    baseline.write_bytes(_baseline_json() if profile is None else profile.to_json())
+    model_id = "fraud-detector" if profile is None else profile.model_id
+    model = {"baseline": str(baseline), "window": {"size": window}}
+    if labels is not None:
+        model["labels"] = labels
     config = parse_config(
         {
-            "models": {"fraud-detector": {"baseline": str(baseline), "window": {"size": window}}},
+            "models": {model_id: model},
             "kafka": {
                 "client": {"bootstrap.servers": "fake:9092"},
                 "group_id": f"{prefix}-group",
                 "topics": {
                     "predictions": "in.predictions",
                     "features": "in.features",
+                    "labels": "in.labels",
                     "alerts": "out.alerts",
                     "dlq": "out.dlq",
                 },
@@ -320,7 +338,7 @@ def fake_config(
 def fake_broker(config):
     broker = FakeBroker()
     topics = config.kafka.topics
-    for name in (topics.predictions, topics.features, topics.repartition):
+    for name in (topics.predictions, topics.features, topics.labels, topics.repartition):
         broker.create_topic(name, config.kafka.partitions)
     broker.create_topic(topics.alerts, 1)
     broker.create_topic(topics.dlq, 1)
@@ -363,6 +381,7 @@ def _baseline_json():
             prediction="prediction",
             score="score",
             target="label",
+            positive="fraud",
         )
         _BASELINE.append(profile.to_json())
     return _BASELINE[0]

@@ -4,6 +4,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 import redis
 import yaml
@@ -31,19 +32,33 @@ def write_config(
     batch_size=1000,
     inputs=None,
     window=2000,
+    labels=None,
 ):
-    """A config file for one test: its own topics, group and key prefix."""
+    """A config file for one test: its own topics, group and key prefix.
+
+    ``labels`` is each model's labels section (none: labels refused).
+    """
     baselines = tmp_path / "baselines"
     baselines.mkdir(exist_ok=True)
     data = frame(20_000, seed=1)
     for model_id in models:
         profile = build_profile(
-            data, model_id=model_id, prediction="prediction", score="score", target="label"
+            data,
+            model_id=model_id,
+            prediction="prediction",
+            score="score",
+            target="label",
+            positive="fraud",
         )
         (baselines / f"{model_id}.json").write_bytes(profile.to_json())
     document = {
         "models": {
-            m: {"baseline": f"baselines/{m}.json", "window": {"size": window}} for m in models
+            m: {
+                "baseline": f"baselines/{m}.json",
+                "window": {"size": window},
+                **({"labels": labels} if labels else {}),
+            }
+            for m in models
         },
         "kafka": {
             "client": {
@@ -55,6 +70,7 @@ def write_config(
             "topics": {
                 "predictions": f"{inputs or name}.predictions",
                 "features": f"{inputs or name}.features",
+                "labels": f"{inputs or name}.labels",
                 "alerts": f"{name}.alerts",
                 "dlq": f"{name}.dlq",
             },
@@ -100,6 +116,31 @@ def events(n_stable, n_drifted, seed, model_id="fraud-detector", start=0):
     ]
 
 
+def label_events(n, seed, model_id="fraud-detector", start=0, concept_from=None):
+    """Label events for ``events(...)``'s predictions, in the order a label source sends them.
+
+    About a tenth never come, a few come before their prediction, the rest
+    after an exponential delay (mean 20 s of event time). From index
+    ``concept_from`` on, the label ignores the model's score (a concept drift).
+    """
+    rng = np.random.default_rng(seed)
+    truth = frame(n, seed)["label"].tolist()  # the labels of events(n, 0, seed)'s rows
+    delays = rng.exponential(20.0, n)
+    delays[rng.random(n) < 0.03] = -0.5
+    sent = []
+    for index in range(start, start + n):
+        if rng.random() < 0.1:
+            continue
+        label = truth[index - start]
+        if concept_from is not None and index >= concept_from:
+            label = "fraud" if rng.random() < 0.5 else "ok"
+        ts = START_TS + index * 0.01 + float(delays[index - start])
+        event = {"event_id": f"{model_id}-{index}", "model_id": model_id, "ts": ts, "label": label}
+        sent.append((ts, index, orjson.dumps(event)))
+    sent.sort()
+    return [value for _, _, value in sent]
+
+
 def produce(bootstrap, topic, values, key, partition=None):
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for value in values:
@@ -142,6 +183,7 @@ def snapshot(redis_url, prefix, group):
         result[partition] = {
             "offsets": data["offsets"],
             "states": {name: orjson.loads(blob) for name, blob in data["states"].items()},
+            "join": data["join"],
         }
     return result
 

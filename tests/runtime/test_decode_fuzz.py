@@ -104,8 +104,7 @@ records = st.lists(
 @given(records)
 def test_every_record_is_one_row_or_one_dead_letter(drawn):
     batch = [
-        Record(topic, 0, offset, key, value)
-        for offset, (value, topic, key) in enumerate(drawn)
+        Record(topic, 0, offset, key, value) for offset, (value, topic, key) in enumerate(drawn)
     ]
     out = Decoder(COLUMNS, ROLES, max_message_bytes=4096, max_features=256).decode(batch)
 

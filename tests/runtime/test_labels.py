@@ -93,9 +93,15 @@ def predictions(ids, ts, classes, scores=None, start=0):
     if scores is not None:
         columns[SCORE] = np.array(scores, dtype=float)
     return ModelBatch(
-        MODEL, "predictions", "p", 0, Batch(np.array(ts, dtype=float), columns),
-        np.arange(start, start + n, dtype=np.int64), np.full(n, "v1", dtype=object),
-        None, np.array(ids, dtype=object),
+        MODEL,
+        "predictions",
+        "p",
+        0,
+        Batch(np.array(ts, dtype=float), columns),
+        np.arange(start, start + n, dtype=np.int64),
+        np.full(n, "v1", dtype=object),
+        None,
+        np.array(ids, dtype=object),
     )
 
 
@@ -103,9 +109,15 @@ def labels(ids, ts, values, start=0):
     n = len(ids)
     columns = {LABEL: np.array(values, dtype=object)}
     return ModelBatch(
-        MODEL, "labels", "l", 0, Batch(np.array(ts, dtype=float), columns),
-        np.arange(start, start + n, dtype=np.int64), np.full(n, "", dtype=object),
-        None, np.array(ids, dtype=object),
+        MODEL,
+        "labels",
+        "l",
+        0,
+        Batch(np.array(ts, dtype=float), columns),
+        np.arange(start, start + n, dtype=np.int64),
+        np.full(n, "", dtype=object),
+        None,
+        np.array(ids, dtype=object),
     )
 
 
@@ -192,7 +204,7 @@ def test_pending_predictions_are_capped_and_the_oldest_evicted(client, unique):
         unit.step(predictions(ids[start:end], ts[start:end], ["1"] * 4_000, start=start))
     assert unit.state.pending_predictions == 5_000
     assert unit.counts[EVICTED] == 15_000
-    preds, _, buckets = unit.live()
+    preds, _, _ = unit.live()
     assert len(preds) == 5_000
     # The newest 5,000 remain.
     survivors = predictions(ids[15_000:], ts[15_000:], ["1"] * 5_000)
@@ -223,10 +235,23 @@ def test_joins_and_windows_do_not_depend_on_how_the_topics_interleave(client, un
         unit = Unit(client, prefix)
         p, q = 0, 0
         for take_p, take_q in cuts:
-            pb = predictions(ids[p : p + take_p], p_ts[p : p + take_p], classes[p : p + take_p],
-                             start=p) if take_p else None
-            lb = labels(label_ids[q : q + take_q], label_ts[q : q + take_q],
-                        label_values[q : q + take_q], start=q) if take_q else None
+            pb = (
+                predictions(
+                    ids[p : p + take_p], p_ts[p : p + take_p], classes[p : p + take_p], start=p
+                )
+                if take_p
+                else None
+            )
+            lb = (
+                labels(
+                    label_ids[q : q + take_q],
+                    label_ts[q : q + take_q],
+                    label_values[q : q + take_q],
+                    start=q,
+                )
+                if take_q
+                else None
+            )
             unit.step(pb, lb)
             p, q = p + take_p, q + take_q
         return unit

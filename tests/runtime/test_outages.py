@@ -153,8 +153,10 @@ def test_redis_killed_under_traffic_changes_nothing(
     assert reference.get("done"), "the reference run did not finish"
     expected = alert_ids(read_topic(kafka_bootstrap, config_ref.kafka.topics.alerts, 1))
     wait_for(
-        lambda: alert_ids(read_topic(kafka_bootstrap, config.kafka.topics.alerts, quiet=0.5))
-        >= expected,
+        lambda: (
+            alert_ids(read_topic(kafka_bootstrap, config.kafka.topics.alerts, quiet=0.5))
+            >= expected
+        ),
         30,
         "alerts relayed",
     )

@@ -151,8 +151,9 @@ def test_repartition_gives_a_model_one_home_whatever_the_keys(tmp_path, redis_ur
     # The relay re-sends after a crash: copies are dropped, nothing counts twice.
     forwarded = broker.messages(config.kafka.topics.repartition)
     for message in forwarded[:300]:
-        broker.append(message.topic(), message.partition(), message.key(), message.value(),
-                      message.headers())
+        broker.append(
+            message.topic(), message.partition(), message.key(), message.value(), message.headers()
+        )
     before = found[(home, f"predictions:{MODEL}")]
     drain(worker, lambda: sample(worker, "driftstream_repartition_duplicates_total") >= 300)
     assert counted() == 1500
@@ -194,6 +195,7 @@ def test_by_key_raises_one_quality_alert_for_a_model_split_across_partitions(
 
 
 # ---------------------------------------------------------- on the real broker
+
 
 def repartitioned(path):
     """Switch a test config to routing by repartition, with a repartition topic of its own."""
@@ -289,15 +291,19 @@ def test_two_partitioners_split_a_model_by_key_and_repartition_joins_it(
     # every event read twice: from its input, then at its home
     worker, _ = run_in_thread(repart, 2 * len(traffic))
     found = snapshot(redis_url, repart.redis.key_prefix, repart.kafka.group_id)
-    homes = [(p, s["states"][f"predictions:{model_id}"]["events"]) for p, s in found.items()
-             if f"predictions:{model_id}" in s["states"]]
+    homes = [
+        (p, s["states"][f"predictions:{model_id}"]["events"])
+        for p, s in found.items()
+        if f"predictions:{model_id}" in s["states"]
+    ]
     assert homes == [(murmur2_partition(model_id.encode(), partitions), len(traffic))]
     registry = worker.metrics.registry
     assert registry.get_sample_value(
         "driftstream_events_consumed_total", {"model": model_id, "topic": topic}
     ) == len(traffic)
-    alerts = [orjson.loads(m.value())
-              for m in read_topic(kafka_bootstrap, repart.kafka.topics.alerts, 1)]
+    alerts = [
+        orjson.loads(m.value()) for m in read_topic(kafka_bootstrap, repart.kafka.topics.alerts, 1)
+    ]
     opened = drift_episodes(alerts)
     assert opened and len(opened) == len(set(opened))  # one episode per shift
     assert not [a for a in alerts if a["statistic"] == "partition_split"]
@@ -310,8 +316,9 @@ def test_sigkill_with_repartition_gives_the_same_state_and_alert_ids(
     inputs = f"{unique}-in"
     paths, configs = {}, {}
     for name in ("a", "b"):
-        paths[name], _ = write_config(tmp_path, kafka_bootstrap, redis_url, f"{unique}-{name}",
-                                      inputs=inputs, batch_size=250)
+        paths[name], _ = write_config(
+            tmp_path, kafka_bootstrap, redis_url, f"{unique}-{name}", inputs=inputs, batch_size=250
+        )
         configs[name] = repartitioned(paths[name])
     config_a, config_b = configs["a"], configs["b"]
     traffic = events(8000, 8000, seed=12)
@@ -332,8 +339,15 @@ def test_sigkill_with_repartition_gives_the_same_state_and_alert_ids(
     reference = snapshot(redis_url, config_a.redis.key_prefix, config_a.kafka.group_id)
     reference_ids = alert_ids(read_topic(kafka_bootstrap, config_a.kafka.topics.alerts, 1))
 
-    killed_run(kafka_bootstrap, redis_url, paths["b"], config_b, total, len(reference_ids),
-               shares=(0.2, 0.5, 0.8))
+    killed_run(
+        kafka_bootstrap,
+        redis_url,
+        paths["b"],
+        config_b,
+        total,
+        len(reference_ids),
+        shares=(0.2, 0.5, 0.8),
+    )
     prefix, group = config_b.redis.key_prefix, config_b.kafka.group_id
     final = comparable(snapshot(redis_url, prefix, group), config_b)
     reference = comparable(reference, config_a)

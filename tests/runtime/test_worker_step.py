@@ -258,9 +258,7 @@ def wipe(redis_url, config):
 
 
 @pytest.mark.parametrize("when", ["running", "during_outage", "on_restart"])
-def test_lost_keys_are_claimed_again_and_resumed_from_kafka(
-    setup, client, redis_url, caplog, when
-):
+def test_lost_keys_are_claimed_again_and_resumed_from_kafka(setup, client, redis_url, caplog, when):
     config, broker = setup
     topic = config.kafka.topics.predictions
     feed(broker, config, VALUES[:3000])

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from driftstream.core import performance as perf
 from driftstream.core.binning import bin_counts, validate_edges
 
 SCHEMA_VERSION = 1
@@ -166,6 +167,37 @@ class CategoricalProfile:
 ColumnProfile = NumericProfile | CategoricalProfile
 
 
+@dataclass(frozen=True)
+class BaselinePerformance:
+    """The model's performance on the baseline data, for judging windows of joined labels."""
+
+    task: str  # classification or regression
+    positive: str | None  # the positive class (binary metrics), None for multi-class
+    reference: perf.Reference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "positive": self.positive, "reference": self.reference.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> BaselinePerformance:
+        where = "performance"
+        if not isinstance(raw, Mapping) or set(raw) != {"task", "positive", "reference"}:
+            msg = f"{where}: expected an object with task, positive and reference"
+            raise BaselineError(msg)
+        positive = raw["positive"]
+        if positive is not None and not isinstance(positive, str):
+            msg = f"{where}.positive: expected a string or null, got {positive!r}"
+            raise BaselineError(msg)
+        try:
+            reference = perf.Reference.from_dict(raw["reference"], f"{where}.reference")
+        except ValueError as error:
+            raise BaselineError(str(error)) from None
+        if raw["task"] != reference.task:
+            msg = f"{where}.task: {raw['task']!r} differs from the reference's {reference.task!r}"
+            raise BaselineError(msg)
+        return cls(reference.task, positive, reference)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BaselineProfile:
     """The baseline of one model: its features and, if known, its outputs.
@@ -182,8 +214,12 @@ class BaselineProfile:
     prediction: ColumnProfile | None = None
     score: NumericProfile | None = None
     target: ColumnProfile | None = None
+    performance: BaselinePerformance | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        performance = (
+            {} if self.performance is None else {"performance": self.performance.to_dict()}
+        )
         return {
             "schema_version": self.schema_version,
             "model_id": self.model_id,
@@ -193,6 +229,7 @@ class BaselineProfile:
             "prediction": _optional_dict(self.prediction),
             "score": _optional_dict(self.score),
             "target": _optional_dict(self.target),
+            **performance,
         }
 
     def to_json(self) -> bytes:
@@ -215,6 +252,11 @@ class BaselineProfile:
             prediction=_role_from_dict(root, "prediction", n_rows),
             score=_score_from_dict(root, n_rows),
             target=_role_from_dict(root, "target", n_rows),
+            performance=(
+                BaselinePerformance.from_dict(root["performance"])
+                if "performance" in root
+                else None
+            ),
         )
 
     @classmethod
@@ -279,6 +321,8 @@ def build_profile(
     bins: int = 20,
     top_k: int = 50,
     created_from: str = "",
+    task: str | None = None,
+    positive: str | None = None,
 ) -> BaselineProfile:
     """Profile training ``columns`` (equal-length 1-d arrays, by name).
 
@@ -287,6 +331,12 @@ def build_profile(
     overrides them; the score is always numeric. Numeric columns get at most
     ``bins`` quantile bins (fewer when quantiles coincide), categorical ones
     keep the ``top_k`` most frequent categories. Non-finite numbers are nulls.
+
+    With both ``target`` and ``prediction``, the profile also records the
+    model's performance (``core/performance.py``): ``task`` is regression
+    for a numeric target, classification otherwise, unless given; the
+    ``positive`` class defaults, for two classes, to "1" or "true" if one of
+    them is present.
     """
     _check_settings(model_id, bins, top_k)
     n_rows = _row_count(columns)
@@ -310,7 +360,40 @@ def build_profile(
         prediction=None if prediction is None else profile(prediction),
         score=None if score is None else _numeric_profile(score, columns[score], bins),
         target=None if target is None else profile(target),
+        performance=_performance(columns, target, prediction, score, chosen, task, positive),
     )
+
+
+def _performance(
+    columns: Mapping[str, npt.NDArray[Any]],
+    target: str | None,
+    prediction: str | None,
+    score: str | None,
+    chosen: Mapping[str, str],
+    task: str | None,
+    positive: str | None,
+) -> BaselinePerformance | None:
+    if target is None or prediction is None:
+        return None
+    task = task or (perf.REGRESSION if chosen[target] == NUMERIC else perf.CLASSIFICATION)
+    if task not in perf.TASKS:
+        msg = f"task must be one of {list(perf.TASKS)}, got {task!r}"
+        raise BaselineError(msg)
+    if task == perf.REGRESSION:
+        labels = _to_float(target, columns[target])
+        predictions = _to_float(prediction, columns[prediction])
+        known = np.isfinite(labels) & np.isfinite(predictions)
+        reference = perf.reference(task, labels[known], predictions[known], None, None)
+        return BaselinePerformance(task, None, reference)
+    labels = np.array([category_label(v) for v in columns[target].tolist()], dtype=object)
+    predictions = np.array([category_label(v) for v in columns[prediction].tolist()], dtype=object)
+    known = (labels != None) & (predictions != None)  # noqa: E711 (elementwise)
+    classes = sorted(set(labels[known].tolist()))
+    if positive is None and len(classes) == 2:
+        positive = next((c for c in ("1", "true") if c in classes), None)
+    scores = None if score is None else _to_float(score, columns[score])[known]
+    reference = perf.reference(task, labels[known], predictions[known], scores, positive)
+    return BaselinePerformance(task, positive, reference)
 
 
 def _check_settings(model_id: str, bins: int, top_k: int) -> None:
@@ -476,7 +559,7 @@ def _optional_dict(profile: ColumnProfile | None) -> dict[str, Any] | None:
 
 _PROFILE_KEYS = frozenset(
     {"schema_version", "model_id", "created_from", "n_rows", "features"}
-    | {"prediction", "score", "target"}
+    | {"prediction", "score", "target", "performance"}
 )
 _NUMERIC_KEYS = frozenset(NumericProfile.__dataclass_fields__) | {"kind"}
 _CATEGORICAL_KEYS = frozenset(CategoricalProfile.__dataclass_fields__) | {"kind"}

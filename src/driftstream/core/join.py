@@ -55,7 +55,7 @@ PRED = np.dtype(
         ("segment", "<u2"),  # code into JoinState.segments
     ]
 )
-PAIR = np.dtype(PRED.descr + [("label_ts", "<f8"), ("label", "<f8")])
+PAIR = np.dtype([*PRED.descr, ("label_ts", "<f8"), ("label", "<f8")])
 LABEL = np.dtype([("ts", "<f8"), ("label", "<f8")])
 
 MAX_CODES = 1000  # versions and segments told apart per model; the rest share code 0
@@ -80,9 +80,13 @@ def class_codes(labels: Sequence[str | None]) -> npt.NDArray[np.float64]:
     """
     blake = hashlib.blake2b
     codes = [
-        -1.0 if label is None else float(int.from_bytes(
-            blake(label.encode("utf-8", "surrogatepass"), digest_size=CLASS_BYTES).digest()
-        ))
+        -1.0
+        if label is None
+        else float(
+            int.from_bytes(
+                blake(label.encode("utf-8", "surrogatepass"), digest_size=CLASS_BYTES).digest()
+            )
+        )
         for label in labels
     ]
     return np.array(codes, dtype=np.float64)

@@ -97,11 +97,7 @@ def _show(value: object) -> str:
 
 def _is_count(value: object, minimum: int = 0) -> bool:
     """An ``int`` (not a bool) in ``[minimum, MAX_COUNT]``."""
-    return (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and minimum <= value <= MAX_COUNT
-    )
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= MAX_COUNT
 
 
 def _is_finite_number(value: object) -> bool:
@@ -264,4 +260,3 @@ def read_kind(state: object, kinds: Iterable[str], at: StatePath) -> str:
     if not isinstance(kind, str) or kind not in names:
         at.wrong("kind", f"one of {names}", kind)
     return kind
-

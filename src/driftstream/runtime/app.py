@@ -104,11 +104,14 @@ def check_kafka(config: Config) -> None:
 
 
 def create_topics(config: Config) -> dict[str, str]:
-    """Create the input, alerts, dead-letter (and repartition) topics; returns topic -> outcome."""
+    """Create the input (with labels), alerts, dead-letter (and repartition) topics.
+
+    Returns topic -> outcome.
+    """
     kafka = config.kafka
     admin = AdminClient(kafka.shared_settings())
     topics = kafka.topics
-    names = [topics.predictions, topics.features, topics.alerts, topics.dlq]
+    names = [topics.predictions, topics.features, topics.labels, topics.alerts, topics.dlq]
     if kafka.routing == "repartition":
         names.append(topics.repartition)
     new = [

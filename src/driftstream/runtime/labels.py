@@ -40,6 +40,7 @@ from driftstream.core.join import (
     hash_order,
     sampled,
 )
+from driftstream.core.baseline import category_label
 from driftstream.core.settings import PREDICTION, SCORE
 from driftstream.runtime.decode import LABEL as LABEL_COLUMN
 from driftstream.runtime.decode import ModelBatch
@@ -176,7 +177,11 @@ class JoinBatch:
         labels: ModelBatch | None,
         sources: Mapping[int, tuple[int, int]] | None = None,
     ) -> JoinOutcome:
-        """Join, judge due windows, expire, evict; ``sources`` maps offsets to (partition, offset)."""
+        """Join, judge due windows, expire, evict.
+
+        ``sources`` maps a record's offset to its source (partition, offset)
+        when it came through the repartition topic.
+        """
         new_preds = self._prediction_rows(predictions, sources or {}) if predictions else None
         new_labels = self._label_rows(labels) if labels else None
         wanted: list[tuple[_Side, Sequence[bytes]]] = []
@@ -214,14 +219,14 @@ class JoinBatch:
         elif self.settings.regression:
             rows["prediction"] = prediction[keep]
         else:
-            rows["prediction"] = class_codes(prediction[keep])
+            rows["prediction"] = class_codes(_class_labels(prediction[keep]))
         score = batch.batch.columns.get(SCORE)
         rows["score"] = np.nan if score is None else score[keep]
         offsets = batch.offsets[keep]
         places = [sources.get(int(o), (batch.partition, int(o))) for o in offsets.tolist()]
         rows["partition"] = [p for p, _ in places]
         rows["offset"] = [o for _, o in places]
-        rows["version"] = self.state.versions.encode(batch.versions[keep])
+        rows["version"] = self.state.versions.encode(batch.versions[keep].tolist())
         segments = batch.segments
         if segments is not None:
             texts = [_segment_text(s) for s in segments[keep]]
@@ -241,7 +246,7 @@ class JoinBatch:
         if self.settings.regression:
             rows["label"] = values
         else:
-            rows["label"] = class_codes(values)
+            rows["label"] = class_codes(values.tolist())
         self.state.label_max = max(self.state.label_max, float(rows["ts"].max()))
         return _kept(hashes, keep), rows
 
@@ -295,7 +300,7 @@ class JoinBatch:
             self.state.pending_labels += 1
 
     def _join(self, key: bytes, pred: bytes, label: bytes, bucket: int) -> None:
-        """Pair a prediction with its label, or count the label an orphan if they are too far apart."""
+        """Pair a prediction with its label; a label too far from it in time is an orphan."""
         p_ts = float(np.frombuffer(pred, dtype=PRED)["ts"][0])
         l_ts, value = np.frombuffer(label, dtype=LABEL)[0].tolist()
         if abs(l_ts - p_ts) > self.settings.ttl_seconds:
@@ -365,7 +370,9 @@ class JoinBatch:
         watermark = self._watermark()
         if not np.isfinite(watermark):
             return
-        limit = int(np.floor((watermark - self.settings.ttl_seconds) / self.settings.window_seconds))
+        limit = int(
+            np.floor((watermark - self.settings.ttl_seconds) / self.settings.window_seconds)
+        )
         for name, side, outcome in (("pred", self.preds, EXPIRED), ("label", self.labels, ORPHAN)):
             buckets = [
                 b
@@ -442,8 +449,8 @@ class JoinBatch:
                     values.append(value)
             for keys, values in by_width.values():
                 ops.append(("hset", side.key, b"".join(keys), b"".join(values)))
-        for key, ids in self.rewritten.items():
-            ops.append(("set", key, b"".join(ids or []), b""))
+        for bucket_key, ids in self.rewritten.items():
+            ops.append(("set", bucket_key, b"".join(ids or []), b""))
         for name, side in (("pred", self.preds), ("label", self.labels)):
             for bucket, ids in side.appended.items():
                 if ids:
@@ -452,6 +459,13 @@ class JoinBatch:
 
 
 _LABEL_PART = np.dtype([("label_ts", "<f8"), ("label", "<f8")])
+
+
+def _class_labels(values: np.ndarray) -> list[str | None]:
+    """Predictions as class labels; a baseline may profile 0/1 predictions as numbers."""
+    if values.dtype.kind == "f":
+        return [category_label(v) for v in values.tolist()]
+    return list(values.tolist())
 
 
 def _class_names(codes: npt.NDArray[np.float64]) -> np.ndarray:

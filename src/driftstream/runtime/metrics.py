@@ -20,7 +20,7 @@ import math
 import threading
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -47,6 +47,22 @@ DURATION_BUCKETS_SECONDS = (
 )
 
 
+# Label delays run from seconds (clicks) to weeks (chargebacks).
+LABEL_DELAY_BUCKETS_SECONDS = (
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+    6 * 3600.0,
+    86400.0,
+    3 * 86400.0,
+    7 * 86400.0,
+    30 * 86400.0,
+)
+
+
 class Metrics:
     """All worker metrics, registered on an injected CollectorRegistry (never the global one)."""
 
@@ -63,6 +79,9 @@ class Metrics:
         self._register_stream(registry)
         self._register_state(registry)
         self._register_outputs(registry)
+        self._register_labels(registry)
+        self._joined: dict[str, float] = {}
+        self._expired: dict[str, float] = {}
 
     def _register_stream(self, registry: CollectorRegistry) -> None:
         self.events_consumed = Counter(
@@ -204,6 +223,56 @@ class Metrics:
             ["error"],
             registry=registry,
         )
+
+    def _register_labels(self, registry: CollectorRegistry) -> None:
+        self.labels = Counter(
+            "driftstream_labels_total",
+            "Label join outcomes per model: joined, expired (a prediction never labelled "
+            "within labels.ttl_seconds), orphan (a label that never met its prediction), "
+            "duplicate, evicted (over labels.max_pending), late (joined after its window was "
+            "judged), duplicate_prediction, sampled_out.",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.labels_pending = Gauge(
+            "driftstream_labels_pending",
+            "Entries waiting in the join buffer, per side (predictions or labels).",
+            ["model", "side"],
+            registry=registry,
+        )
+        self.label_delay = Histogram(
+            "driftstream_label_delay_seconds",
+            "Event time from a prediction to its label, per joined pair.",
+            ["model"],
+            buckets=LABEL_DELAY_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.label_coverage = Gauge(
+            "driftstream_label_coverage_ratio",
+            "Joined / (joined + expired) since this worker started: the share of predictions "
+            "that got their label in time.",
+            ["model"],
+            registry=registry,
+        )
+        self.performance_metric = Gauge(
+            "driftstream_performance_metric",
+            "A model's performance metric over its latest judged window of joined pairs.",
+            ["model", "metric"],
+            registry=registry,
+        )
+
+    def observe_labels(self, model: str, counts: Mapping[str, int], delays: Any) -> None:
+        """Count one commit's join outcomes and label delays, and update the coverage."""
+        for outcome, count in counts.items():
+            if count:
+                self.labels.labels(model, outcome).inc(count)
+        histogram = self.label_delay.labels(model)
+        for delay in delays:
+            histogram.observe(max(float(delay), 0.0))
+        joined = self._joined[model] = self._joined.get(model, 0.0) + counts.get("joined", 0)
+        expired = self._expired[model] = self._expired.get(model, 0.0) + counts.get("expired", 0)
+        if joined + expired:
+            self.label_coverage.labels(model).set(joined / (joined + expired))
 
     def observe_statistics(self, model: str, values: Mapping[tuple[str, str, str], float]) -> None:
         """Set drift statistics keyed by (feature, statistic, reference); NaN is skipped.

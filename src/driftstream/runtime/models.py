@@ -9,13 +9,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
-from driftstream.config import Config, monitor_settings, read_baseline
-from driftstream.contract import FEATURES, PREDICTIONS, ROLES  # noqa: F401  (re-exported)
+from driftstream.config import Config, ConfigError, LabelsConfig, monitor_settings, read_baseline
+from driftstream.contract import FEATURES, LABELS, PREDICTIONS, ROLES  # noqa: F401  (re-exported)
+from driftstream.core import performance
 from driftstream.core.baseline import BaselineProfile
 from driftstream.core.monitor import ModelMonitor
-from driftstream.core.settings import PREDICTION, SCORE, MonitorSettings
+from driftstream.core.performance_monitor import (
+    MetricSetting,
+    PerformanceMonitor,
+    PerformanceSettings,
+)
+from driftstream.core.settings import CATEGORICAL, NUMERIC, PREDICTION, SCORE, MonitorSettings
 from driftstream.runtime.decode import ModelColumns
+from driftstream.runtime.labels import JoinSettings, positive_code
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How a model's labels are joined and judged."""
+
+    join: JoinSettings
+    performance: PerformanceSettings
+    reference: Any | None  # performance.Reference from the baseline, if it has one
+
+    def new_monitor(self) -> PerformanceMonitor:
+        return PerformanceMonitor(self.performance, self.reference)
+
+    def restore_monitor(self, state: Mapping[str, Any]) -> PerformanceMonitor:
+        return PerformanceMonitor.from_state(self.performance, self.reference, state)
 
 
 @dataclass(frozen=True)
@@ -25,6 +48,7 @@ class ModelSpec:
     model_id: str
     baseline: BaselineProfile
     settings: Mapping[str, MonitorSettings]  # role -> settings
+    labels: LabelSpec | None = None  # None: the model's labels are refused
 
     def new_monitor(self, role: str) -> ModelMonitor:
         return ModelMonitor(self.settings[role], self.baseline)
@@ -36,10 +60,14 @@ class ModelSpec:
         """The baseline's columns to decode, less features the config turned off."""
         watched = {f.name for f in self.settings[PREDICTIONS].features}
         full = ModelColumns.from_baseline(self.baseline)
+        label_kind = None
+        if self.labels is not None:
+            label_kind = NUMERIC if self.labels.join.regression else CATEGORICAL
         return replace(
             full,
             numeric=tuple(name for name in full.numeric if name in watched),
             categorical=tuple(name for name in full.categorical if name in watched),
+            label_kind=label_kind,
         )
 
 
@@ -56,10 +84,81 @@ def load_models(config: Config) -> dict[str, ModelSpec]:
         inputs_only = replace(
             settings, features=tuple(f for f in settings.features if not _output(f.name))
         )
+        labels = None
+        if model.labels is not None:
+            labels = label_spec(model_id, model.labels, baseline, settings)
         models[model_id] = ModelSpec(
-            model_id, baseline, {PREDICTIONS: settings, FEATURES: inputs_only}
+            model_id, baseline, {PREDICTIONS: settings, FEATURES: inputs_only}, labels
         )
     return models
+
+
+def label_spec(
+    model_id: str, config: LabelsConfig, baseline: BaselineProfile, settings: MonitorSettings
+) -> LabelSpec:
+    """A model's label settings, from its config and its baseline; fails naming the key."""
+    where = f"models.{model_id}.labels"
+    recorded = getattr(baseline, "performance", None)
+    task = config.task or (recorded.task if recorded is not None else None)
+    if task is None:
+        msg = (
+            f"{where}.task: set classification or regression, or build the baseline with "
+            "--target and --prediction so it records the task"
+        )
+        raise ConfigError(msg)
+    if baseline.prediction is None:
+        msg = f"{where}: the baseline has no prediction column; build it with --prediction"
+        raise ConfigError(msg)
+    if config.wait_seconds > config.ttl_seconds:
+        msg = f"{where}.wait_seconds: {config.wait_seconds} is longer than ttl_seconds"
+        raise ConfigError(msg)
+    if config.ttl_seconds / config.window_seconds > 10_000:
+        msg = f"{where}.window_seconds: ttl_seconds spans over 10,000 windows; use longer windows"
+        raise ConfigError(msg)
+    positive = config.positive
+    if recorded is not None and recorded.task == task:
+        if positive is None:
+            positive = recorded.positive
+        elif positive != recorded.positive:
+            msg = (
+                f"{where}.positive: {positive!r}, but the baseline's metrics were measured with "
+                f"positive class {recorded.positive!r}; rebuild it with --positive {positive}"
+            )
+            raise ConfigError(msg)
+    reference = recorded.reference if recorded is not None and recorded.task == task else None
+    regression = task == performance.REGRESSION
+    join = JoinSettings(
+        regression=regression,
+        ttl_seconds=config.ttl_seconds,
+        lateness_seconds=config.lateness_seconds,
+        max_pending=config.max_pending,
+        sample_rate=config.sample_rate,
+        window_seconds=config.window_seconds,
+        wait_seconds=config.wait_seconds,
+    )
+    names = performance.REGRESSION_METRICS if regression else performance.CLASSIFICATION_METRICS
+    for name in config.metrics:
+        if name not in names:
+            msg = f"{where}.metrics.{name}: not a {task} metric (use one of {list(names)})"
+            raise ConfigError(msg)
+    metrics = tuple(
+        MetricSetting(name, config.metrics[name].z, config.metrics[name].tolerance)
+        if name in config.metrics
+        else MetricSetting(name)
+        for name in names
+        if name not in config.metrics or config.metrics[name].enabled
+    )
+    judged = PerformanceSettings(
+        model_id=model_id,
+        task=task,
+        positive=None if positive is None or regression else positive_code(positive),
+        min_count=config.min_count,
+        metrics=metrics,
+        detectors=tuple(config.detectors),
+        episodes=settings.episodes,
+        adwin=settings.adwin,
+    )
+    return LabelSpec(join, judged, reference)
 
 
 def state_name(role: str, model_id: str) -> str:

@@ -252,7 +252,12 @@ class PartitionStore:
         _check_commit(epoch, offsets)
         self.partitions_seen = {}
         args: list[Any] = [
-            epoch, len(offsets), len(states), self.partition, len(outbox), len(register)
+            epoch,
+            len(offsets),
+            len(states),
+            self.partition,
+            len(outbox),
+            len(register),
         ]
         for topic, offset in offsets.items():
             args += [topic, offset]
@@ -341,7 +346,30 @@ class PartitionStore:
         return {
             "offsets": _decode_offsets(offsets),
             "states": {name.decode(): blob for name, blob in states.items()},
+            "join": self._join_snapshot(),
         }
+
+    def _join_snapshot(self) -> dict[str, Any]:
+        """The label join's buffer as it matters: entries, and each bucket's ids still waiting.
+
+        A bucket's string may also hold ids that left the buffer (joined and
+        judged) at moments that depend on batch cuts, so only live ids count.
+        """
+        keys = sorted(
+            k.decode() for k in self._client.scan_iter(match=_glob_escape(self._join_prefix) + "*")
+        )
+        hashes = {k: self._client.hgetall(k) for k in keys if self._client.type(k) == b"hash"}
+        found: dict[str, Any] = {k[len(self._join_prefix) :]: v for k, v in hashes.items()}
+        for key in keys:
+            if key in hashes:
+                continue
+            side = key.rsplit(":", 1)[0]
+            blob = cast(bytes, self._client.get(key) or b"")
+            live = hashes.get(side, {})
+            ids = sorted({blob[i : i + 8] for i in range(0, len(blob), 8)} & live.keys())
+            if ids:
+                found[key[len(self._join_prefix) :]] = ids
+        return found
 
     def _answer(self, epoch: int, reply: list[Any]) -> str:
         status = reply[0].decode()

@@ -45,6 +45,7 @@ Faults are survived, not fatal (DESIGN.md, invariant 6):
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -52,6 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 from confluent_kafka import (
@@ -68,12 +70,15 @@ from redis.backoff import AbstractBackoff
 from driftstream.config import Config
 from driftstream.contract import UNKNOWN_TOPIC
 from driftstream.core.findings import Finding
+from driftstream.core.join import JoinState
 from driftstream.core.monitor import ModelMonitor
+from driftstream.core.performance_monitor import WindowPairs, baseline_value
 from driftstream.runtime import routing
 from driftstream.runtime.alerts import Source, alert_event, dead_letter_headers, encode_alert
 from driftstream.runtime.decode import DeadLetter, Decoded, Decoder, ModelBatch, Record
+from driftstream.runtime.labels import JoinBatch, JoinOutcome, Window
 from driftstream.runtime.metrics import Metrics
-from driftstream.runtime.models import FEATURES, PREDICTIONS, ModelSpec, state_name
+from driftstream.runtime.models import FEATURES, LABELS, PREDICTIONS, ModelSpec, state_name
 from driftstream.runtime.relay import HEADER_ROOM_BYTES, Relay, error_name
 from driftstream.runtime.store import (
     Availability,
@@ -113,6 +118,9 @@ class Prepared:
     splits: list[tuple[str, list[int]]] = field(default_factory=list)  # alerts raised
     forwarded: int = 0
     duplicates: int = 0
+    ops: list[tuple[str, str, bytes, bytes]] = field(default_factory=list)  # the join's writes
+    joins: dict[str, JoinOutcome] = field(default_factory=dict)  # model -> what its join did
+    performance: dict[str, dict[str, float]] = field(default_factory=dict)  # latest metrics
 
 
 @dataclass
@@ -134,6 +142,7 @@ class Unit:
     offsets: dict[str, int] = field(default_factory=dict)  # committed in Redis
     position: dict[str, int] = field(default_factory=dict)  # next offset to take
     monitors: dict[str, ModelMonitor] = field(default_factory=dict)
+    joins: dict[str, bytes | None] = field(default_factory=dict)  # label state blobs, as committed
     held: Held | None = None
     quarantined: dict[str, bytes] = field(default_factory=dict)  # for the next commit
     needs_seek: bool = False  # claimed, but the consumer is not at `position` yet
@@ -177,6 +186,8 @@ class Worker:
         self.clock = clock
         topics = config.kafka.topics
         self.roles = {topics.predictions: PREDICTIONS, topics.features: FEATURES}
+        if any(spec.labels is not None for spec in models.values()):
+            self.roles[topics.labels] = LABELS
         # With routing by repartition, the input topics are only forwarded
         # and the monitors read the repartition topic.
         self.repartition = topics.repartition if config.kafka.routing == "repartition" else None
@@ -489,22 +500,42 @@ class Worker:
         register = [] if self.repartition else self._unregistered(unit, decoded.batches)
         splits = self._split_alerts(unit, decoded.batches, register, state)
         outbox += [entry for _, _, entry in splits]
-        monitors = self._load(unit, decoded.batches)
+        monitor_batches = [b for b in decoded.batches if b.role != LABELS]
+        monitors = self._load(unit, monitor_batches)
+        joined = self._join(unit, decoded.batches, sources)  # reads Redis: before any update
         touched: dict[str, ModelMonitor] = {}
-        for batch in decoded.batches:
+        for batch in monitor_batches:
             name = state_name(batch.role, batch.model_id)
             monitor = monitors[name]
             outbox += self._alerts(batch, monitor.update(batch.batch), sources)
             touched[name] = monitor
         states = {name: orjson.dumps(m.to_state()) for name, m in touched.items()}
+        ops: list[tuple[str, str, bytes, bytes]] = []
+        performance: dict[str, dict[str, float]] = {}
+        for model_id, (outcome, blob, alerts, values) in joined.items():
+            states[label_state_name(model_id)] = blob
+            outbox += alerts
+            ops += outcome.ops
+            if values:
+                performance[model_id] = values
         states.update(unit.quarantined)
         if state != saved:
             states[routing.STATE_NAME] = orjson.dumps(state.to_state())
         decoded = replace(decoded, dead=dead)
         return Prepared(
-            held.offsets, states, outbox, decoded, touched, state, register,
-            [(model_id, partitions) for model_id, partitions, _ in splits], len(forwards),
+            held.offsets,
+            states,
+            outbox,
+            decoded,
+            touched,
+            state,
+            register,
+            [(model_id, partitions) for model_id, partitions, _ in splits],
+            len(forwards),
             duplicates,
+            ops,
+            {model_id: found[0] for model_id, found in joined.items()},
+            performance,
         )
 
     def _load_routing(self, unit: Unit) -> routing.RoutingState:
@@ -540,8 +571,9 @@ class Worker:
                 dead.append(DeadLetter(record, UNKNOWN_TOPIC, detail))
             elif state.fresh(source):
                 sources[record.offset] = source
-                own.append(Record(source.topic, unit.partition, record.offset, record.key,
-                                  record.value))
+                own.append(
+                    Record(source.topic, unit.partition, record.offset, record.key, record.value)
+                )
             else:
                 duplicates += 1
         return own, forwards, dead, sources, duplicates
@@ -557,8 +589,9 @@ class Worker:
                 refused.append(record)
             else:
                 forwards.append(
-                    routing.forward_entry(record, model_id, kafka.topics.repartition,
-                                          kafka.partitions)
+                    routing.forward_entry(
+                        record, model_id, kafka.topics.repartition, kafka.partitions
+                    )
                 )
         # The decoder names the reason for what cannot be routed.
         return forwards, self.decoder.decode(refused).dead if refused else []
@@ -568,8 +601,9 @@ class Worker:
         source = sources.get(letter.record.offset)
         if source is None:
             return letter
-        original = Record(source.topic, source.partition, source.offset, letter.record.key,
-                          letter.record.value)
+        original = Record(
+            source.topic, source.partition, source.offset, letter.record.key, letter.record.value
+        )
         return replace(letter, record=original)
 
     def _unregistered(self, unit: Unit, batches: Sequence[ModelBatch]) -> list[str]:
@@ -600,17 +634,144 @@ class Worker:
         alert_id = routing.split_alert_id(model_id, partitions)
         ts = float(batch.batch.ts[0])
         finding = Finding(
-            "quality", model_id, str(batch.versions[0]), "__routing__", "routing",
-            "partition_split", float(len(partitions)), 1.0, "warning", "partitions",
-            ts, ts, 0, ts, 0,
+            "quality",
+            model_id,
+            str(batch.versions[0]),
+            "__routing__",
+            "routing",
+            "partition_split",
+            float(len(partitions)),
+            1.0,
+            "warning",
+            "partitions",
+            ts,
+            ts,
+            0,
+            ts,
+            0,
         )
         source = Source(batch.topic, batch.partition, int(batch.offsets[0]))
-        event = alert_event(finding, role=batch.role, source=source,
-                            model_version=str(batch.versions[0]))
+        event = alert_event(
+            finding, role=batch.role, source=source, model_version=str(batch.versions[0])
+        )
         event["alert_id"] = alert_id
         event["details"]["partitions"] = sorted(partitions)
         topic = self.config.kafka.topics.alerts
         return OutboxEntry(alert_id, topic, model_id.encode(), encode_alert(event))
+
+    def _join(
+        self, unit: Unit, batches: Sequence[ModelBatch], sources: Mapping[int, Source]
+    ) -> dict[str, tuple[JoinOutcome, bytes, list[OutboxEntry], dict[str, float]]]:
+        """Each labelled model's join for this batch, on copies: the unit changes only on commit."""
+        sides: dict[str, dict[str, ModelBatch]] = defaultdict(dict)
+        for batch in batches:
+            spec = self.models[batch.model_id]
+            if spec.labels is not None and batch.role in (PREDICTIONS, LABELS):
+                sides[batch.model_id][batch.role] = batch
+        if not sides:
+            return {}
+        missing = [m for m in sides if m not in unit.joins]
+        if missing:
+            names = [label_state_name(m) for m in missing]
+            blobs = unit.store.load(names)
+            for model_id, name in zip(missing, names, strict=True):
+                unit.joins[model_id] = blobs.get(name)
+        places = {offset: (s.partition, s.offset) for offset, s in sources.items()}
+        return {
+            model_id: self._join_model(unit, model_id, found, places)
+            for model_id, found in sorted(sides.items())
+        }
+
+    def _join_model(
+        self,
+        unit: Unit,
+        model_id: str,
+        sides: Mapping[str, ModelBatch],
+        places: Mapping[int, tuple[int, int]],
+    ) -> tuple[JoinOutcome, bytes, list[OutboxEntry], dict[str, float]]:
+        labels = self.models[model_id].labels
+        assert labels is not None
+        state, monitor = self._label_state(unit, model_id)
+        store = unit.store
+        join = JoinBatch(
+            store.client, lambda name: store.join_key(model_id, name), labels.join, state
+        )
+        outcome = join.run(sides.get(PREDICTIONS), sides.get(LABELS), places)
+        alerts: list[OutboxEntry] = []
+        values: dict[str, float] = {}
+        for window in outcome.windows:
+            pairs = _window_pairs(window, outcome.state, labels.join.regression)
+            findings = monitor.judge(pairs)
+            values = monitor.last_values
+            alerts += [self._performance_alert(model_id, window, f) for f in findings]
+        blob = orjson.dumps({"join": outcome.state.to_state(), "performance": monitor.to_state()})
+        return outcome, blob, alerts, values
+
+    def _label_state(self, unit: Unit, model_id: str) -> tuple[JoinState, Any]:
+        labels = self.models[model_id].labels
+        assert labels is not None
+        blob = unit.joins.get(model_id)
+        if blob is None:
+            return JoinState(), labels.new_monitor()
+        try:
+            saved = orjson.loads(blob)
+            return (
+                JoinState.from_state(saved["join"]),
+                labels.restore_monitor(saved["performance"]),
+            )
+        except (ValueError, TypeError, KeyError) as error:
+            name = label_state_name(model_id)
+            kept = QUARANTINE_NAME.format(name=name, epoch=unit.epoch)
+            unit.quarantined[kept] = blob
+            unit.joins[model_id] = None
+            self.metrics.state_quarantined.labels(model=model_id).inc()
+            log.error(
+                "partition %d: label state of model %r cannot be loaded: %s; kept it as %r and "
+                "started the join over (entries already in the buffer stay until they expire)",
+                unit.partition,
+                model_id,
+                error,
+                kept,
+            )
+            return JoinState(), labels.new_monitor()
+
+    def _performance_alert(self, model_id: str, window: Window, finding: Finding) -> OutboxEntry:
+        pair = window.pairs[finding.row]
+        source = Source(
+            self.config.kafka.topics.predictions, int(pair["partition"]), int(pair["offset"])
+        )
+        event = alert_event(
+            finding, role=LABELS, source=source, model_version=finding.model_version
+        )
+        event["details"].update(self._performance_details(model_id, finding))
+        topic = self.config.kafka.topics.alerts
+        return OutboxEntry(event["alert_id"], topic, model_id.encode(), encode_alert(event))
+
+    def _performance_details(self, model_id: str, finding: Finding) -> dict[str, Any]:
+        labels = self.models[model_id].labels
+        assert labels is not None
+        statistic = "accuracy" if finding.statistic == "error_rate" else finding.statistic
+        base = baseline_value(labels.reference, statistic)
+        if finding.statistic == "error_rate" and not labels.join.regression:
+            base = 1.0 - base
+        return {
+            "baseline": _finite(base),
+            "window_value": _finite(finding.value),
+            "joined": int(finding.window_count),
+            "task": labels.performance.task,
+        }
+
+    def _observe_join(
+        self, model_id: str, outcome: JoinOutcome, values: Mapping[str, float] | None
+    ) -> None:
+        self.metrics.observe_labels(model_id, outcome.counts, outcome.delays)
+        self.metrics.labels_pending.labels(model_id, "predictions").set(
+            outcome.state.pending_predictions
+        )
+        self.metrics.labels_pending.labels(model_id, "labels").set(outcome.state.pending_labels)
+        for metric, value in (values or {}).items():
+            if value == value:  # NaN is skipped
+                self.metrics.performance_metric.labels(model_id, metric).set(value)
 
     def _load(self, unit: Unit, batches: Sequence[ModelBatch]) -> dict[str, ModelMonitor]:
         """Every monitor the batches need, read from Redis in one call before any update."""
@@ -683,7 +844,12 @@ class Worker:
         started = time.perf_counter()
         try:
             unit.store.commit(
-                unit.epoch, prepared.offsets, prepared.states, prepared.outbox, prepared.register
+                unit.epoch,
+                prepared.offsets,
+                prepared.states,
+                prepared.outbox,
+                prepared.register,
+                prepared.ops,
             )
         except Fenced as fenced:
             self._fenced(unit, fenced)
@@ -701,6 +867,9 @@ class Worker:
         self.metrics.repartition_duplicates.inc(prepared.duplicates)
         for name in prepared.states:
             unit.quarantined.pop(name, None)
+        for model_id, outcome in prepared.joins.items():
+            unit.joins[model_id] = prepared.states[label_state_name(model_id)]
+            self._observe_join(model_id, outcome, prepared.performance.get(model_id))
         self.processed += len(records)
         self._count(prepared.decoded.consumed, prepared.decoded.dead, prepared.touched)
         if prepared.outbox:
@@ -995,6 +1164,31 @@ class Worker:
             self.consumer.close()
         except Exception as error:
             log.error("leaving the consumer group failed: %s", error)
+
+
+def label_state_name(model_id: str) -> str:
+    """Name of a model's label join and performance state inside a partition unit."""
+    return f"labels:{model_id}"
+
+
+def _window_pairs(window: Window, state: JoinState, regression: bool) -> WindowPairs:
+    pairs = window.pairs
+    versions = state.versions.values
+    names = [versions[int(c)] if int(c) < len(versions) else "" for c in pairs["version"]]
+    return WindowPairs(
+        window.number,
+        window.start,
+        window.end,
+        window.values("label", regression),
+        window.values("prediction", regression),
+        pairs["score"].astype(np.float64),
+        pairs["ts"].astype(np.float64),
+        np.array(names, dtype=object),
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _next_offsets(records: Sequence[Record]) -> dict[str, int]:

@@ -34,8 +34,11 @@ class Case:
         return f"Case({self.seed}, {self.params}, {self.schedule!r})"
 
 
-PARAMS = [{}, {"warm_start": 0}, {"warm_start": 100, "warning_threshold": 1.5,
-                                  "drift_threshold": 2.5}]
+PARAMS = [
+    {},
+    {"warm_start": 0},
+    {"warm_start": 100, "warning_threshold": 1.5, "drift_threshold": 2.5},
+]
 CASES = [
     Case(seed, params, schedule)
     for seed in range(12)
@@ -84,7 +87,9 @@ def test_random_batches_give_the_same_detections(seed):
 @pytest.mark.parametrize("codec", ["json", "orjson"])
 @pytest.mark.parametrize("case", CASES[::7], ids=repr)
 def test_restored_state_continues_as_if_never_stopped(case, codec):
-    check_restore(DDM, case, codec, lambda values, hits: (hits[0] + 1) if hits else len(values) // 2)
+    check_restore(
+        DDM, case, codec, lambda values, hits: (hits[0] + 1) if hits else len(values) // 2
+    )
     check_restore(DDM, case, codec, lambda values, hits: len(values) // 3)
 
 

@@ -46,8 +46,10 @@ class DDM:
         if isinstance(warm_start, bool) or not isinstance(warm_start, int) or warm_start < 0:
             msg = f"warm_start must be a non-negative integer, got {warm_start!r}"
             raise ValueError(msg)
-        for name, value in (("warning_threshold", warning_threshold),
-                            ("drift_threshold", drift_threshold)):
+        for name, value in (
+            ("warning_threshold", warning_threshold),
+            ("drift_threshold", drift_threshold),
+        ):
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 msg = f"{name} must be a positive finite number, got {value!r}"
                 raise ValueError(msg)
