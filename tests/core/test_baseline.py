@@ -359,6 +359,7 @@ def test_to_json_is_byte_deterministic() -> None:
         "prediction",
         "score",
         "target",
+        "performance",  # recorded: the sample has a target and a prediction
     ]
 
 
@@ -396,6 +397,7 @@ def test_profile_dict_layout() -> None:
         "prediction": None,
         "score": None,
         "target": None,
+        "performance": None,
     }
 
 

@@ -1,4 +1,5 @@
 import gc
+from dataclasses import replace
 import math
 import random
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ import pytest
 from driftstream.core.baseline import build_profile
 from driftstream.runtime import decode as decode_module
 from driftstream.runtime.decode import (
+    LABEL,
     REASONS,
     Decoder,
     ModelColumns,
@@ -19,7 +21,7 @@ from driftstream.runtime.decode import (
 
 FRAUD = ModelColumns(("amount", "age"), ("country", "vip"), "categorical", True)
 PRICE = ModelColumns(("sqft",), (), "numeric", False)
-ROLES = {"preds": "predictions", "feats": "features"}
+ROLES = {"preds": "predictions", "feats": "features", "labs": "labels"}
 TS = 1795323600.0  # 2026-11-22T05:00:00Z
 
 
@@ -302,8 +304,8 @@ def test_model_columns_from_a_baseline():
 
 
 def test_decoder_refuses_a_bad_configuration():
-    with pytest.raises(ValueError, match="role 'labels'"):
-        Decoder({"fraud": FRAUD}, {"labels": "labels"})
+    with pytest.raises(ValueError, match="role 'outputs'"):
+        Decoder({"fraud": FRAUD}, {"outputs": "outputs"})
     with pytest.raises(ValueError, match="unknown prediction kind"):
         Decoder({"fraud": ModelColumns((), (), "ordinal", False)}, ROLES)
 
@@ -411,6 +413,9 @@ DEAD = [
      "message key 'price' does not match model_id 'fraud'"),
     ("too many features", record(event()), {"max_features": 3}, "too_many_features",
      "4 features, over the limit of 3"),
+    ("label without a labels section",
+     record({"event_id": "e1", "model_id": "fraud", "ts": TS, "label": "ok"}, topic="labs"), {},
+     "labels_disabled", "model 'fraud' has no labels section"),
 ]  # fmt: skip
 
 
@@ -425,6 +430,33 @@ def test_each_bad_record_becomes_one_dead_letter(bad, limits, reason, detail):
     assert letter.record is bad
     assert letter.reason == reason
     assert detail in letter.detail
+
+
+def test_labels_are_checked_against_the_task():
+    models = {
+        "fraud": replace(FRAUD, label_kind="categorical"),
+        "price": replace(PRICE, label_kind="numeric"),
+    }
+    label = {"event_id": "e1", "model_id": "fraud", "ts": TS}
+    records = [
+        record({**label, "label": "ok"}, topic="labs", offset=0),
+        record({**label, "label": 1}, topic="labs", offset=1),
+        record({**label, "label": [1]}, topic="labs", offset=2),
+        record({**label, "model_id": "price", "label": 3.5}, topic="labs", offset=3, key=b"price"),
+        record({**label, "model_id": "price", "label": "3.5"}, topic="labs", offset=4,
+               key=b"price"),
+        record({"model_id": "price", "ts": TS, "label": 1.0}, topic="labs", offset=5,
+               key=b"price"),
+    ]
+    out = Decoder(models, ROLES).decode(records)
+    found = {b.model_id: b for b in out.batches}
+    assert found["fraud"].batch.columns[LABEL].tolist() == ["ok", "1"]
+    assert found["fraud"].event_ids.tolist() == ["e1", "e1"]
+    assert found["price"].batch.columns[LABEL].tolist() == [3.5]
+    assert [(d.record.offset, d.reason) for d in out.dead] == [
+        (2, "wrong_type"), (4, "wrong_type"), (5, "missing_field")
+    ]
+    assert "regression" in out.dead[1].detail
 
 
 def test_every_reason_is_covered():
@@ -445,9 +477,8 @@ def test_good_events_survive_a_batch_full_of_bad_ones():
     assert batch.batch.columns["amount"].tolist() == [12.5] * len(good)
     assert out.consumed == {("fraud", "preds"): len(good)}
     assert len(out.dead) == len(records) - len(good)
-    assert [letter.record.offset for letter in out.dead] == sorted(
-        letter.record.offset for letter in out.dead
-    )
+    places = [(letter.record.topic, letter.record.offset) for letter in out.dead]
+    assert places == sorted(places)
     assert_accounted(records, out)
 
 

@@ -116,7 +116,7 @@ def test_resolved_and_non_finite_alerts_match_the_schema(findings):
         lambda e: e["source"].pop("offset"),
         lambda e: e.update(value="high"),
         lambda e: e.update(segment={"region": 1}),
-        lambda e: e["details"].update(role="labels"),
+        lambda e: e["details"].update(role="outputs"),
     ],
 )
 def test_spoiled_alerts_fail(findings, spoil):

@@ -229,7 +229,7 @@ class BaselineProfile:
             "prediction": _optional_dict(self.prediction),
             "score": _optional_dict(self.score),
             "target": _optional_dict(self.target),
-            **performance,
+            "performance": None if self.performance is None else self.performance.to_dict(),
         }
 
     def to_json(self) -> bytes:
@@ -252,10 +252,11 @@ class BaselineProfile:
             prediction=_role_from_dict(root, "prediction", n_rows),
             score=_score_from_dict(root, n_rows),
             target=_role_from_dict(root, "target", n_rows),
+            # Optional: baselines written before performance was recorded lack it.
             performance=(
-                BaselinePerformance.from_dict(root["performance"])
-                if "performance" in root
-                else None
+                None
+                if root.get("performance") is None
+                else BaselinePerformance.from_dict(root["performance"])
             ),
         )
 
