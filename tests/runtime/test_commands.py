@@ -38,6 +38,29 @@ def test_demo_json_meets_its_contract():
     assert "events processed" in result.stderr  # the progress display
 
 
+def test_demo_catches_the_concept_drift_with_labels_and_nothing_before_it():
+    result = run("demo", "--events", "60000", "--drift-at", "30000", "--seed", "7", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    summary, alerts = lines[-1]["summary"], lines[:-1]
+    assert summary["labels"] > 0.85 * 60_000
+    concept = summary["concept_drift_at_ts"]
+    assert concept < summary["drift_at_ts"]  # the labels change first, the features later
+    performance = [a for a in alerts if a["kind"] == "performance"]
+    assert summary["performance_alerts"] == len(performance) >= 1
+    assert all(a["event_time"] >= concept for a in performance)
+    stable = set(summary["stable_features"])
+    assert not [a for a in alerts if a["kind"] == "drift" and a["feature"] in stable]
+
+
+def test_demo_without_labels_publishes_no_performance_alerts():
+    result = run("demo", "--events", "6000", "--no-labels", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.splitlines()[-1])["summary"]
+    assert summary["labels"] == 0 and summary["performance_alerts"] == 0
+    assert summary["concept_drift_at_ts"] is None
+
+
 def test_demo_refuses_a_drift_point_outside_the_stream():
     result = run("demo", "--events", "100", "--drift-at", "500")
     assert result.returncode == 2
