@@ -11,6 +11,10 @@ reference events (10 numeric + 2 categorical features + a score):
 - **driftstream, repartition**: the same with ``kafka.routing: repartition``:
   every event is read, forwarded through the outbox to the repartition
   topic, and read again there by its model's monitors;
+- **driftstream, labels**: the same with a label for every prediction on a
+  labels topic, 30 s of event time after it: every pair is joined in the
+  Redis buffer, and windows of 10 s are judged (metrics, ADWIN and DDM on
+  the error stream). Its rate counts predictions, like the others;
 - **per-event**: the design driftstream exists to beat, a loop per event
   and per feature with river's ADWIN and Page-Hinkley (no state store).
 
@@ -32,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
@@ -50,6 +55,33 @@ from driftstream.synthetic import (
     reference_frame,
 )
 
+LABEL_DELAY_SECONDS = 30.0
+START_TS = 1_767_225_600.0
+
+
+def make_labels(n: int) -> list[bytes]:
+    """One label per reference event, sent LABEL_DELAY_SECONDS of event time after it."""
+    data = reference_frame(n, seed=2)
+    return [
+        orjson.dumps(
+            {
+                "event_id": f"e{i}",
+                "model_id": REFERENCE_MODEL_ID,
+                "ts": START_TS + i * 0.001 + LABEL_DELAY_SECONDS,
+                "label": label,
+            }
+        )
+        for i, label in enumerate(reference_labels(data).tolist())
+    ]
+
+
+def reference_labels(data: dict[str, Any]) -> Any:
+    """Outcomes that follow the reference score (a calibrated model)."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    return np.where(rng.random(len(data["score"])) < data["score"], "yes", "no").astype(object)
+
 
 def make_events(n: int) -> list[bytes]:
     data = reference_frame(n, seed=2)
@@ -60,7 +92,7 @@ def make_events(n: int) -> list[bytes]:
                 "event_id": f"e{i}",
                 "model_id": REFERENCE_MODEL_ID,
                 "model_version": "v1",
-                "ts": 1_767_225_600.0 + i * 0.001,
+                "ts": START_TS + i * 0.001,
                 "features": features,
                 "prediction": prediction,
                 "score": score,
@@ -148,17 +180,37 @@ def driftstream(
     batch: int,
     workdir: Path,
     routing: str = "by_key",
+    labels: bool = False,
 ) -> float:
-    """Events of ``topic`` monitored per second (with repartition, each is read twice)."""
+    """Events of ``topic`` monitored per second (with repartition, each is read twice).
+
+    With ``labels`` every event's label is read from ``<topic>-labels`` and
+    joined; the rate still counts the events of ``topic``.
+    """
     data = reference_frame(20_000, seed=1)
+    model: dict[str, Any] = {"baseline": str(workdir / "baseline.json")}
+    if labels:
+        data["label"] = reference_labels(data)
+        model["labels"] = {
+            "positive": "yes",
+            "window_seconds": 10.0,
+            "wait_seconds": LABEL_DELAY_SECONDS,
+            "lateness_seconds": 1.0,
+            "ttl_seconds": 3600.0,
+        }
     profile = build_profile(
-        data, model_id=REFERENCE_MODEL_ID, prediction="prediction", score="score"
+        data,
+        model_id=REFERENCE_MODEL_ID,
+        prediction="prediction",
+        score="score",
+        target="label" if labels else None,
+        positive="yes" if labels else None,
     )
     (workdir / "baseline.json").write_bytes(profile.to_json())
     run = uuid.uuid4().hex[:6]
     config = parse_config(
         {
-            "models": {REFERENCE_MODEL_ID: {"baseline": str(workdir / "baseline.json")}},
+            "models": {REFERENCE_MODEL_ID: model},
             "kafka": {
                 "client": {"bootstrap.servers": bootstrap, "session.timeout.ms": 6000},
                 "group_id": f"bench-{run}",
@@ -168,6 +220,7 @@ def driftstream(
                 "topics": {
                     "predictions": topic,
                     "features": f"{topic}-features",
+                    "labels": f"{topic}-labels",
                     "alerts": f"{topic}-alerts",
                     "dlq": f"{topic}-dlq",
                     "repartition": f"{topic}-repartition-{run}",
@@ -182,7 +235,7 @@ def driftstream(
     worker.start()
     while worker.processed == 0:  # the group join is not throughput
         worker.step()
-    reads = 2 if routing == "repartition" else 1
+    reads = 2 if routing == "repartition" or labels else 1
     first, started = worker.processed, time.perf_counter()
     deadline = time.monotonic() + 300
     while worker.processed < reads * n:
@@ -226,7 +279,8 @@ def main() -> None:
         values = make_events(args.events)
         size = sum(map(len, values)) / len(values)
         produce(bootstrap, topic, values)
-        floors, ours, repartitioned = [], [], []
+        produce(bootstrap, f"{topic}-labels", make_labels(args.events))
+        floors, ours, repartitioned, labelled = [], [], [], []
         for round_number in range(1, args.rounds + 1):
             print(f"round {round_number}/{args.rounds} ...", file=sys.stderr)
             floors.append(floor(bootstrap, topic, args.events, args.batch))
@@ -238,9 +292,15 @@ def main() -> None:
                     bootstrap, redis_url, topic, args.events, args.batch, Path(tmp), "repartition"
                 )
             )
+            labelled.append(
+                driftstream(
+                    bootstrap, redis_url, topic, args.events, args.batch, Path(tmp), labels=True
+                )
+            )
         naive = per_event(bootstrap, topic, min(args.naive_events, args.events), args.batch)
     floor_eps, ours_eps = statistics.median(floors), statistics.median(ours)
     repartition_eps = statistics.median(repartitioned)
+    labels_eps = statistics.median(labelled)
     print(
         f"reference event: 10 numeric + 2 categorical features + score, {size:.0f} bytes; "
         f"{args.events:,} events, batches of {args.batch:,}, median of {args.rounds} rounds"
@@ -250,6 +310,7 @@ def main() -> None:
         ("floor: consume + orjson decode", floor_eps, floors),
         ("driftstream: every monitor + Redis commits", ours_eps, ours),
         ("driftstream, routing: repartition", repartition_eps, repartitioned),
+        ("driftstream, every prediction labelled", labels_eps, labelled),
         ("per-event: json + river loop per feature", naive, [naive]),
     )
     for name, eps, runs in rows:
@@ -263,6 +324,9 @@ def main() -> None:
                 "ratio": round(ours_eps / floor_eps, 3),
                 "repartition_events_per_s": round(repartition_eps),
                 "repartition_ratio": round(repartition_eps / floor_eps, 3),
+                "labels_events_per_s": round(labels_eps),
+                "labels_ratio": round(labels_eps / floor_eps, 3),
+                "labels_vs_no_labels": round(labels_eps / ours_eps, 3),
                 "per_event_events_per_s": round(naive),
                 "driftstream_vs_per_event": round(ours_eps / naive, 2),
             }

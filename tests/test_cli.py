@@ -84,6 +84,37 @@ def test_baseline_from_csv_and_parquet(training_data, tmp_path, name):
     assert profile.features["country"].null_count > 0
     assert profile.score is not None and profile.prediction is not None
     assert "customer_age" in result.stdout and "wrote" in result.stdout
+    # With a target and a prediction, the model's own performance is recorded.
+    assert profile.performance is not None and profile.performance.task == "classification"
+    assert profile.performance.positive is None  # fraud/ok: no "1" or "true" to guess from
+    assert "performance (classification): accuracy 0.9" in result.stdout
+
+
+def test_baseline_records_the_positive_class_and_the_task(training_data, tmp_path):
+    out = tmp_path / "b.json"
+    common = [
+        "baseline",
+        "--data",
+        str(training_data / "train.parquet"),
+        "--model-id",
+        "m",
+        "--prediction",
+        "prediction",
+        "--score",
+        "score",
+        "--target",
+        "label",
+    ]
+    result = run(*common, "--positive", "fraud", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    performance = load_baseline(out.read_bytes()).performance
+    assert performance is not None and performance.positive == "fraud"
+    reference = performance.reference
+    assert 0 < reference.values["recall"] < 1 and reference.spread["roc_auc"] > 0
+    assert "positive class 'fraud'" in result.stdout
+    result = run(*common, "--task", "regression", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
 
 
 def test_csv_and_parquet_give_the_same_profile(training_data, tmp_path):
@@ -188,6 +219,8 @@ def test_validate_config_accepts_the_example_and_names_bad_keys(training_data, t
                 "score",
                 "--target",
                 "label",
+                "--positive",
+                "fraud",
                 "--out",
                 str(baseline),
             ]
@@ -200,6 +233,8 @@ def test_validate_config_accepts_the_example_and_names_bad_keys(training_data, t
     result = run("validate-config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "fraud-detector: 9 columns watched" in result.stdout
+    # The example turns log_loss off: 7 of the 8 classification metrics.
+    assert "fraud-detector: labels joined (classification; 7 metrics judged)" in result.stdout
 
     data = yaml.safe_load(config.read_text())
     data["models"]["fraud-detector"]["window"]["size"] = -5

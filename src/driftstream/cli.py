@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from driftstream import __version__
 from driftstream.config import (
@@ -182,6 +182,21 @@ def _add_baseline(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--prediction", help="the model's prediction column")
     parser.add_argument("--score", help="the model's numeric score column")
     parser.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        help=(
+            "with --target and --prediction, the task whose metrics the baseline records "
+            "(default: regression for a numeric target, else classification)"
+        ),
+    )
+    parser.add_argument(
+        "--positive",
+        help=(
+            "the positive class, for precision, recall, F1, ROC AUC, log loss, Brier and "
+            "calibration (default: 1 or true when the target has two classes)"
+        ),
+    )
+    parser.add_argument(
         "--bins", type=int, default=20, help="quantile bins per numeric feature (default: 20)"
     )
     parser.add_argument(
@@ -236,13 +251,24 @@ def run_baseline(args: argparse.Namespace) -> int:
         kinds=kinds,
         bins=args.bins,
         top_k=args.top_k,
+        task=args.task,
+        positive=args.positive,
     )
     elapsed = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(profile.to_json())
     print(_summary(profile))
+    if profile.performance is not None:
+        print(_performance_summary(profile.performance))
     print(f"wrote {args.out} ({profile.n_rows} rows profiled in {elapsed:.1f} s)")
     return 0
+
+
+def _performance_summary(performance: Any) -> str:
+    values = performance.reference.values
+    shown = ", ".join(f"{name} {value:.4g}" for name, value in values.items() if value == value)
+    positive = "" if performance.positive is None else f", positive class {performance.positive!r}"
+    return f"performance ({performance.task}{positive}): {shown}"
 
 
 def run_validate_config(args: argparse.Namespace) -> int:
@@ -254,6 +280,14 @@ def run_validate_config(args: argparse.Namespace) -> int:
         settings = monitor_settings(model_id, model, baseline)
         watched = ", ".join(f.name for f in settings.features)
         print(f"{model_id}: {len(settings.features)} columns watched ({watched})")
+        if model.labels is not None:
+            from driftstream.runtime.models import label_spec
+
+            labels = label_spec(model_id, model.labels, baseline, settings)
+            judged = "no baseline performance to judge against"
+            if labels.reference is not None:
+                judged = f"{len(labels.performance.judged_metrics())} metrics judged"
+            print(f"{model_id}: labels joined ({labels.performance.task}; {judged})")
     print(f"{args.config}: ok")
     return 0
 

@@ -83,6 +83,8 @@ def build_profile_from_file(
     kinds: Mapping[str, str] | None = None,
     bins: int = 20,
     top_k: int = 50,
+    task: str | None = None,
+    positive: str | None = None,
 ) -> BaselineProfile:
     """Read ``path`` and build its baseline; ``created_from`` is the file name."""
     path = Path(path)
@@ -98,6 +100,8 @@ def build_profile_from_file(
             bins=bins,
             top_k=top_k,
             created_from=path.name,
+            task=task,
+            positive=positive,
         )
     except BaselineError as exc:
         msg = f"{path.name}: {exc}"

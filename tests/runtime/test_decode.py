@@ -1,7 +1,7 @@
 import gc
-from dataclasses import replace
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -443,10 +443,10 @@ def test_labels_are_checked_against_the_task():
         record({**label, "label": 1}, topic="labs", offset=1),
         record({**label, "label": [1]}, topic="labs", offset=2),
         record({**label, "model_id": "price", "label": 3.5}, topic="labs", offset=3, key=b"price"),
-        record({**label, "model_id": "price", "label": "3.5"}, topic="labs", offset=4,
-               key=b"price"),
-        record({"model_id": "price", "ts": TS, "label": 1.0}, topic="labs", offset=5,
-               key=b"price"),
+        record(
+            {**label, "model_id": "price", "label": "3.5"}, topic="labs", offset=4, key=b"price"
+        ),
+        record({"model_id": "price", "ts": TS, "label": 1.0}, topic="labs", offset=5, key=b"price"),
     ]
     out = Decoder(models, ROLES).decode(records)
     found = {b.model_id: b for b in out.batches}
@@ -454,7 +454,9 @@ def test_labels_are_checked_against_the_task():
     assert found["fraud"].event_ids.tolist() == ["e1", "e1"]
     assert found["price"].batch.columns[LABEL].tolist() == [3.5]
     assert [(d.record.offset, d.reason) for d in out.dead] == [
-        (2, "wrong_type"), (4, "wrong_type"), (5, "missing_field")
+        (2, "wrong_type"),
+        (4, "wrong_type"),
+        (5, "missing_field"),
     ]
     assert "regression" in out.dead[1].detail
 

@@ -59,7 +59,7 @@ class Unit:
 
     def step(self, preds=None, labels=None):
         state = JoinState.from_state(self.state.to_state())
-        join = JoinBatch(self.store.client, self.key, self.settings, state)
+        join = JoinBatch(self.store.join_buffer(MODEL), self.settings, state)
         outcome = join.run(preds, labels)
         self.offset += 1
         self.store.commit(self.epoch, {"t": self.offset}, {}, [], ops=outcome.ops)
@@ -69,22 +69,12 @@ class Unit:
             self.counts[name] = self.counts.get(name, 0) + count
         return outcome
 
-    def key(self, name):
-        return self.store.join_key(MODEL, name)
-
     def live(self):
         """The buffer as it matters: entries, and each bucket's ids still in its hash."""
-        client = self.store.client
-        preds = client.hgetall(self.key("pred"))
-        labels = client.hgetall(self.key("label"))
-        buckets = {}
-        for key in client.scan_iter(match=self.key("") + "*:*"):
-            name = key.decode().rsplit(":", 2)
-            side = preds if name[-2] == "pred" else labels
-            blob = client.get(key) or b""
-            ids = [blob[i : i + 8] for i in range(0, len(blob), 8)]
-            buckets[key] = sorted(i for i in ids if i in side)
-        return preds, labels, buckets
+        found = self.store.snapshot()["join"]
+        preds = found.pop(f"{MODEL}:pred", {})
+        labels = found.pop(f"{MODEL}:label", {})
+        return preds, labels, found
 
 
 def predictions(ids, ts, classes, scores=None, start=0):
@@ -151,7 +141,7 @@ def test_a_label_before_its_prediction_waits_and_joins(client, unique):
     unit.step(predictions(["a"], [45], ["1"]))
     assert unit.counts[JOINED] == 1
     assert unit.state.pending_labels == 0
-    assert unit.store.client.hlen(unit.key("label")) == 0
+    assert unit.live()[1] == {}
 
 
 def test_the_first_label_wins_and_later_ones_count_as_duplicates(client, unique):
@@ -211,8 +201,9 @@ def test_pending_predictions_are_capped_and_the_oldest_evicted(client, unique):
     from driftstream.core.join import event_hashes
 
     assert set(preds) == set(event_hashes(survivors.event_ids))
+    # Listpack-encoded shards and the 8-byte window index: about 60 bytes an entry.
     per_entry = unit.store.join_memory(MODEL) / 5_000
-    assert per_entry < 128, f"{per_entry:.0f} bytes per pending prediction"
+    assert per_entry < 80, f"{per_entry:.0f} bytes per pending prediction"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

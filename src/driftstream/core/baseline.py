@@ -217,9 +217,6 @@ class BaselineProfile:
     performance: BaselinePerformance | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        performance = (
-            {} if self.performance is None else {"performance": self.performance.to_dict()}
-        )
         return {
             "schema_version": self.schema_version,
             "model_id": self.model_id,

@@ -58,6 +58,8 @@ PRED = np.dtype(
 PAIR = np.dtype([*PRED.descr, ("label_ts", "<f8"), ("label", "<f8")])
 LABEL = np.dtype([("ts", "<f8"), ("label", "<f8")])
 
+SHARD_ENTRIES = 64  # entries per shard of the buffer at max_pending (runtime/labels.py)
+MAX_SHARDS = 65536  # a shard is picked by the id's first two bytes
 MAX_CODES = 1000  # versions and segments told apart per model; the rest share code 0
 CLASS_BYTES = 6  # a class code is exact in a double
 
@@ -102,6 +104,15 @@ def sampled(hashes: Sequence[bytes], rate: float) -> npt.NDArray[np.bool_]:
     if rate >= 1.0:
         return np.ones(len(hashes), dtype=bool)
     return hash_order(hashes).astype(np.float64) / 2.0**64 < rate
+
+
+def shard_count(max_pending: int) -> int:
+    """Hashes to spread a buffer of ``max_pending`` entries over, about 64 each when full.
+
+    >>> shard_count(1_000_000), shard_count(10)
+    (15625, 1)
+    """
+    return max(1, min(MAX_SHARDS, -(-max_pending // SHARD_ENTRIES)))
 
 
 def bucket_of(ts: npt.NDArray[np.float64], seconds: float) -> npt.NDArray[np.int64]:
@@ -174,6 +185,7 @@ class JoinState:
     pred_max: float = -math.inf  # latest prediction event time seen
     label_max: float = -math.inf  # latest label event time seen
     judged: int | None = None  # the last window judged
+    shards: int = 0  # hashes the buffer is spread over, fixed when the join starts
     pending_predictions: int = 0  # entries in the prediction hash (joined or not)
     pending_labels: int = 0
     predictions: Buckets = field(default_factory=Buckets)
@@ -192,6 +204,7 @@ class JoinState:
             "pred_max": _time_out(self.pred_max),
             "label_max": _time_out(self.label_max),
             "judged": self.judged,
+            "shards": self.shards,
             "pending_predictions": self.pending_predictions,
             "pending_labels": self.pending_labels,
             "prediction_buckets": self.predictions.to_state(),
@@ -207,6 +220,7 @@ class JoinState:
             pred_max=_time_in(reader, "pred_max"),
             label_max=_time_in(reader, "label_max"),
             judged=reader.optional_integer("judged"),
+            shards=reader.count("shards"),
             pending_predictions=reader.count("pending_predictions"),
             pending_labels=reader.count("pending_labels"),
             predictions=Buckets.from_rows(reader, "prediction_buckets"),
@@ -220,6 +234,7 @@ _KEYS = (
     "pred_max",
     "label_max",
     "judged",
+    "shards",
     "pending_predictions",
     "pending_labels",
     "prediction_buckets",

@@ -8,10 +8,16 @@ leaves the buffer exactly as the last commit left it.
 
 Keys, in the unit's hash tag (``store.unit_key``), per model::
 
-    join:<model>:pred          hash    8-byte event hash -> PRED or PAIR entry
-    join:<model>:label         hash    8-byte event hash -> LABEL entry
+    join:<model>:pred:s<k>     hash    8-byte event hash -> PRED or PAIR entry
+    join:<model>:label:s<k>    hash    8-byte event hash -> LABEL entry
     join:<model>:pred:<b>      string  event hashes filed in prediction bucket b
     join:<model>:label:<b>     string  event hashes filed in label bucket b
+
+Entries are spread over ``JoinState.shards`` hashes (shard ``k`` from the
+hash's first two bytes), about 64 entries each when the buffer is full:
+Redis keeps hashes of up to 128 short entries as one compact listpack, about
+50 bytes an entry, where one big hash costs over 100 (a hash table entry,
+two allocations and a bucket pointer per entry).
 
 The small bookkeeping (watermarks, live buckets, codes) is the ``JoinState``
 in the model's ``labels:<model>`` state blob. ``core/join.py`` explains the
@@ -21,13 +27,14 @@ time rules that make the joins independent of how topics interleave.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from driftstream.core.baseline import category_label
 from driftstream.core.join import (
     ID_BYTES,
     LABEL,
@@ -39,11 +46,12 @@ from driftstream.core.join import (
     event_hashes,
     hash_order,
     sampled,
+    shard_count,
 )
-from driftstream.core.baseline import category_label
 from driftstream.core.settings import PREDICTION, SCORE
 from driftstream.runtime.decode import LABEL as LABEL_COLUMN
 from driftstream.runtime.decode import ModelBatch
+from driftstream.runtime.store import JoinBuffer
 
 # Outcomes counted in driftstream_labels_total{outcome}.
 JOINED = "joined"
@@ -57,7 +65,6 @@ SAMPLED_OUT = "sampled_out"
 OUTCOMES = (JOINED, EXPIRED, ORPHAN, DUPLICATE, EVICTED, LATE, DUPLICATE_PREDICTION, SAMPLED_OUT)
 
 Op = tuple[str, str, bytes, bytes]  # (opcode, key, a, b) as COMMIT_LUA applies them
-KeyOf = Callable[[str], str]  # "pred", "label", "pred:<b>", ... -> the Redis key
 
 
 @dataclass(frozen=True)
@@ -120,15 +127,15 @@ class _Side:
 class JoinBatch:
     """Joins one micro-batch of one model's predictions and labels."""
 
-    def __init__(
-        self, client: Any, key_of: KeyOf, settings: JoinSettings, state: JoinState
-    ) -> None:
-        self.client = client
-        self.key_of = key_of
+    def __init__(self, buffer: JoinBuffer, settings: JoinSettings, state: JoinState) -> None:
+        self.buffer = buffer
+        self.key_of = buffer.key
         self.settings = settings
         self.state = state
-        self.preds = _Side(key_of("pred"))
-        self.labels = _Side(key_of("label"))
+        if not state.shards:
+            state.shards = shard_count(settings.max_pending)
+        self.preds = _Side(buffer.key("pred:s"))
+        self.labels = _Side(buffer.key("label:s"))
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.delays: list[np.ndarray] = []
         self.rewritten: dict[str, list[bytes] | None] = {}  # bucket key -> ids (None: delete)
@@ -137,28 +144,23 @@ class JoinBatch:
     # -- reads ----------------------------------------------------------------
 
     def _fetch(self, wanted: Sequence[tuple[_Side, Sequence[bytes]]]) -> None:
-        """One pipelined round trip for every entry not known yet."""
+        """One round trip for every entry not known yet."""
         asks = [(side, side.missing(keys)) for side, keys in wanted]
         asks = [(side, keys) for side, keys in asks if keys]
         if not asks:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for side, keys in asks:
-            pipe.hmget(side.key, keys)
-        for (side, keys), values in zip(asks, pipe.execute(), strict=True):
+        found = self.buffer.entries([(side.key, keys) for side, keys in asks], self.state.shards)
+        for (side, keys), values in zip(asks, found, strict=True):
             side.read.update(zip(keys, values, strict=True))
 
     def _bucket_ids(self, side: _Side, name: str, buckets: Sequence[int]) -> dict[int, list[bytes]]:
         """Each bucket's ids: stored, then appended by this batch, after its evicted front."""
         if not buckets:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        for bucket in buckets:
-            pipe.get(self.key_of(f"{name}:{bucket}"))
-        found = {}
+        keys = [self.key_of(f"{name}:{bucket}") for bucket in buckets]
         cursors = self._buckets(name).cursors
-        for bucket, blob in zip(buckets, pipe.execute(), strict=True):
-            key = self.key_of(f"{name}:{bucket}")
+        found = {}
+        for bucket, key, blob in zip(buckets, keys, self.buffer.strings(keys), strict=True):
             if key in self.rewritten:
                 ids = list(self.rewritten[key] or [])
             else:
@@ -438,9 +440,10 @@ class JoinBatch:
     def _ops(self) -> list[Op]:
         ops: list[Op] = []
         for side in (self.preds, self.labels):
+            shards = self.state.shards
             deleted = [k for k, v in side.changed.items() if v is None]
             if deleted:
-                ops.append(("hdel", side.key, b"".join(deleted), b""))
+                ops.append((f"hdel:{shards}", side.key, b"".join(deleted), b""))
             by_width: dict[int, tuple[list[bytes], list[bytes]]] = {}
             for key, value in side.changed.items():
                 if value is not None:
@@ -448,7 +451,7 @@ class JoinBatch:
                     keys.append(key)
                     values.append(value)
             for keys, values in by_width.values():
-                ops.append(("hset", side.key, b"".join(keys), b"".join(values)))
+                ops.append((f"hset:{shards}", side.key, b"".join(keys), b"".join(values)))
         for bucket_key, ids in self.rewritten.items():
             ops.append(("set", bucket_key, b"".join(ids or []), b""))
         for name, side in (("pred", self.preds), ("label", self.labels)):

@@ -120,21 +120,34 @@ local function flush(command, key, args)
   end
   return {}
 end
+--    hset/hdel spread entries over sharded hashes named key .. shard, the
+--    shard read from the id's first two bytes (runtime/labels.py says why).
 for i = first_op, #ARGV, 4 do
   local op, key, a, b = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
-  if op == 'hset' or op == 'hdel' then
+  local name, shards = string.match(op, '^(%a+):(%d+)$')
+  if name == 'hset' or name == 'hdel' then
+    shards = tonumber(shards)
     local n = #a / 8
     local width = 0
-    if op == 'hset' then width = #b / n end
-    local args = {}
+    if name == 'hset' then width = #b / n end
+    local by_shard = {}
     for j = 0, n - 1 do
-      args[#args + 1] = string.sub(a, j * 8 + 1, j * 8 + 8)
-      if op == 'hset' then
+      local id = string.sub(a, j * 8 + 1, j * 8 + 8)
+      local shard = (string.byte(id, 1) * 256 + string.byte(id, 2)) % shards
+      local args = by_shard[shard]
+      if args == nil then
+        args = {}
+        by_shard[shard] = args
+      end
+      args[#args + 1] = id
+      if name == 'hset' then
         args[#args + 1] = string.sub(b, j * width + 1, j * width + width)
       end
-      if #args >= 4000 then args = flush(string.upper(op), key, args) end
+      if #args >= 4000 then by_shard[shard] = flush(string.upper(name), key .. shard, args) end
     end
-    flush(string.upper(op), key, args)
+    for shard, args in pairs(by_shard) do
+      flush(string.upper(name), key .. shard, args)
+    end
   elseif op == 'append' then
     redis.call('APPEND', key, a)
   elseif op == 'set' then
@@ -152,6 +165,52 @@ return answer
 """
 
 OPCODES = ("hset", "hdel", "append", "set")
+
+# KEYS: none (the shard keys are built from ARGV, all in the caller's unit slot).
+# ARGV: number of shards, then (key prefix, packed 8-byte ids) pairs.
+# Returns one list of values (nil where absent) per pair.
+READ_LUA = """
+local shards = tonumber(ARGV[1])
+local answer = {}
+for i = 2, #ARGV, 2 do
+  local prefix, ids = ARGV[i], ARGV[i + 1]
+  local found = {}
+  for j = 0, #ids / 8 - 1 do
+    local id = string.sub(ids, j * 8 + 1, j * 8 + 8)
+    local shard = (string.byte(id, 1) * 256 + string.byte(id, 2)) % shards
+    found[j + 1] = redis.call('HGET', prefix .. shard, id) or false
+  end
+  answer[#answer + 1] = found
+end
+return answer
+"""
+
+
+class JoinBuffer:
+    """The Redis side of one model's label join in one unit: its keys and its reads.
+
+    Written only through ``PartitionStore.commit`` (operations), read here.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, read: Any) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._read = read
+
+    def key(self, name: str) -> str:
+        return f"{self._prefix}{name}"
+
+    def entries(
+        self, requests: Sequence[tuple[str, Sequence[bytes]]], shards: int
+    ) -> list[list[bytes | None]]:
+        """For each (hash key prefix, ids), the entries stored under those ids."""
+        args: list[Any] = [shards]
+        for prefix, ids in requests:
+            args += [prefix, b"".join(ids)]
+        return cast(list[list[bytes | None]], self._read(keys=[], args=args))
+
+    def strings(self, keys: Sequence[str]) -> list[bytes | None]:
+        return cast(list[bytes | None], self._client.mget(keys)) if keys else []
 
 
 class Fenced(Exception):
@@ -211,6 +270,7 @@ class PartitionStore:
         self._epoch, self._offsets, self._state, self._outbox, self._order, _ = self._keys
         self._join_prefix = unit_key(prefix, group, partition, "join:")
         self._commit = client.register_script(COMMIT_LUA)
+        self._read = client.register_script(READ_LUA)
 
     def claim(self) -> Claim:
         """Become the owner: a new epoch, and the offsets to seek to."""
@@ -267,7 +327,7 @@ class PartitionStore:
             args += [entry.id, encode_entry(entry)]
         keys = [*self._keys, *(self._model_key(model_id) for model_id in register)]
         for opcode, key, a, b in ops:
-            if opcode not in OPCODES or not key.startswith(self._join_prefix):
+            if opcode.split(":")[0] not in OPCODES or not key.startswith(self._join_prefix):
                 msg = f"not a join operation of partition {self.partition}: {opcode} {key}"
                 raise ValueError(msg)
             keys.append(key)
@@ -284,6 +344,9 @@ class PartitionStore:
     def join_key(self, model_id: str, name: str) -> str:
         """A key of the label join's buffer of ``model_id`` in this unit."""
         return f"{self._join_prefix}{model_id}:{name}"
+
+    def join_buffer(self, model_id: str) -> JoinBuffer:
+        return JoinBuffer(self._client, self.join_key(model_id, ""), self._read)
 
     @property
     def client(self) -> redis.Redis:
@@ -352,23 +415,28 @@ class PartitionStore:
     def _join_snapshot(self) -> dict[str, Any]:
         """The label join's buffer as it matters: entries, and each bucket's ids still waiting.
 
-        A bucket's string may also hold ids that left the buffer (joined and
-        judged) at moments that depend on batch cuts, so only live ids count.
+        Sharded hashes are merged per side. A bucket's string may also hold
+        ids that left the buffer (joined and judged) at moments that depend
+        on batch cuts, so only live ids count.
         """
-        keys = sorted(
-            k.decode() for k in self._client.scan_iter(match=_glob_escape(self._join_prefix) + "*")
-        )
-        hashes = {k: self._client.hgetall(k) for k in keys if self._client.type(k) == b"hash"}
-        found: dict[str, Any] = {k[len(self._join_prefix) :]: v for k, v in hashes.items()}
+        pattern = _glob_escape(self._join_prefix) + "*"
+        keys = sorted(k.decode() for k in self._client.scan_iter(match=pattern))
+        sides: dict[str, dict[bytes, bytes]] = {}
+        strings = []
         for key in keys:
-            if key in hashes:
-                continue
-            side = key.rsplit(":", 1)[0]
-            blob = cast(bytes, self._client.get(key) or b"")
-            live = hashes.get(side, {})
+            name = key[len(self._join_prefix) :]
+            if self._client.type(key) == b"hash":
+                side = name.rsplit(":s", 1)[0]
+                entries = cast(dict[bytes, bytes], self._client.hgetall(key))
+                sides.setdefault(side, {}).update(entries)
+            else:
+                strings.append((name, cast(bytes, self._client.get(key) or b"")))
+        found: dict[str, Any] = dict(sides)
+        for name, blob in strings:
+            live = sides.get(name.rsplit(":", 1)[0], {})
             ids = sorted({blob[i : i + 8] for i in range(0, len(blob), 8)} & live.keys())
             if ids:
-                found[key[len(self._join_prefix) :]] = ids
+                found[name] = ids
         return found
 
     def _answer(self, epoch: int, reply: list[Any]) -> str:

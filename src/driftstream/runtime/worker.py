@@ -692,10 +692,7 @@ class Worker:
         labels = self.models[model_id].labels
         assert labels is not None
         state, monitor = self._label_state(unit, model_id)
-        store = unit.store
-        join = JoinBatch(
-            store.client, lambda name: store.join_key(model_id, name), labels.join, state
-        )
+        join = JoinBatch(unit.store.join_buffer(model_id), labels.join, state)
         outcome = join.run(sides.get(PREDICTIONS), sides.get(LABELS), places)
         alerts: list[OutboxEntry] = []
         values: dict[str, float] = {}
