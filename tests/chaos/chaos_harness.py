@@ -31,6 +31,7 @@ from pipeline import (
     alert_ids,
     committed,
     events,
+    label_events,
     read_topic,
     snapshot,
     wait_for,
@@ -42,6 +43,14 @@ from driftstream.runtime.services import EmbeddedKafka, free_port
 from driftstream.runtime.store import PartitionStore, stores_for_group
 
 MODELS = ("m0", "m1", "m2")
+# Labels join in windows of 10 s of prediction time, judged 10 s later.
+LABELS = {
+    "positive": "fraud",
+    "window_seconds": 10.0,
+    "wait_seconds": 10.0,
+    "lateness_seconds": 2.0,
+    "ttl_seconds": 600.0,
+}
 MAX_BYTES = 20_000  # limits.max_message_bytes in the chaos configs, so "oversized" is cheap
 
 
@@ -132,27 +141,34 @@ def malformed(count, seed):
 
 
 class Traffic:
-    """Good events for every model and bad records, produced in slices over time.
+    """Good events (and their labels) for every model and bad records, produced in slices.
 
-    Model ``m<i>`` lives on partition ``i`` (keyed by its id); bad records go
-    to partition 0 keyed ``m0``, at random places between good ones. A
-    record's offset is its place in its partition's list: one producer
-    writes them in that order.
+    Model ``m<i>`` lives on partition ``i`` (keyed by its id) of the
+    predictions topic and, with ``labels_topic``, of the labels topic, where
+    its labels follow in the order a label source sends them. Bad records go
+    to predictions partition 0 keyed ``m0``, at random places between good
+    ones. A record's offset is its place in its stream: one producer writes
+    each stream in order.
     """
 
-    def __init__(self, topic, good_per_model, bad, seed):
+    def __init__(self, topic, good_per_model, bad, seed, labels_topic=None):
         rng = random.Random(seed)
         self.topic = topic
-        self.partitions = []  # per partition: [(key, value, expected reason or None)]
+        self.streams = []  # (topic, partition, [(key, value, expected reason or None)])
         for number, model_id in enumerate(MODELS):
             half = good_per_model // 2
             values = events(half, half, seed + number, model_id=model_id)
-            self.partitions.append([(model_id.encode(), value, None) for value in values])
+            self.streams.append((topic, number, [(model_id.encode(), v, None) for v in values]))
         for _kind, reason, value in malformed(bad, seed):
-            place = rng.randrange(len(self.partitions[0]) + 1)
-            self.partitions[0].insert(place, (b"m0", value, reason))
-        # Interleave the partitions at random, each in its own order.
-        draws = [p for p, records in enumerate(self.partitions) for _ in records]
+            records = self.streams[0][2]
+            records.insert(rng.randrange(len(records) + 1), (b"m0", value, reason))
+        if labels_topic is not None:
+            for number, model_id in enumerate(MODELS):
+                labels = label_events(good_per_model, seed + number, model_id=model_id)
+                key = model_id.encode()
+                self.streams.append((labels_topic, number, [(key, v, None) for v in labels]))
+        # Interleave the streams at random, each in its own order.
+        draws = [s for s, (_, _, records) in enumerate(self.streams) for _ in records]
         rng.shuffle(draws)
         self.order = draws
 
@@ -164,12 +180,13 @@ class Traffic:
             {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 2 * MAX_BYTES}
         )
         size = -(-len(self.order) // slices)
-        nexts = [0] * len(self.partitions)
+        nexts = [0] * len(self.streams)
         for start in range(0, len(self.order), size):
-            for partition in self.order[start : start + size]:
-                key, value, _ = self.partitions[partition][nexts[partition]]
-                nexts[partition] += 1
-                producer.produce(self.topic, value=value, key=key, partition=partition)
+            for stream in self.order[start : start + size]:
+                topic, partition, records = self.streams[stream]
+                key, value, _ = records[nexts[stream]]
+                nexts[stream] += 1
+                producer.produce(topic, value=value, key=key, partition=partition)
                 producer.poll(0)
             assert producer.flush(30) == 0
             time.sleep(pause)
@@ -183,8 +200,8 @@ class Traffic:
     def expected_dead(self):
         """(topic, partition, offset) -> reason of every bad record."""
         return {
-            (self.topic, partition, offset): reason
-            for partition, records in enumerate(self.partitions)
+            (topic, partition, offset): reason
+            for topic, partition, records in self.streams
             for offset, (_, _, reason) in enumerate(records)
             if reason is not None
         }

@@ -1,5 +1,8 @@
 """Chaos: kills, a zombie, outages and malformed traffic end exactly like an uninterrupted run.
 
+Labels flow in every scenario, so the join buffer, its counts and the
+performance alerts go through the same faults.
+
 Short by default (CI); ``--chaos-full`` runs the long form by hand::
 
     .venv/bin/python -m pytest tests/chaos --chaos-full
@@ -11,6 +14,7 @@ import time
 
 import pytest
 from chaos_harness import (
+    LABELS,
     MODELS,
     Crew,
     PersistentBroker,
@@ -44,6 +48,7 @@ def configs(tmp_path, bootstrap, redis_url, name, batch_size=300):
             partitions=3,
             batch_size=batch_size,
             inputs=f"{name}-in",
+            labels=LABELS,
         )
         made.append((path, chaos_config(path)))
     return made
@@ -82,6 +87,9 @@ def compare(scenario, seed, got, want, traffic):
         f"{where}: dead letters differ: {sorted(set(letters.items()) ^ set(expected.items()))[:5]}"
     )
     assert want_letters == expected
+    # Labels flowed and were joined: every model has a join state and a buffer.
+    joined = {n for unit in state.values() for n in unit["states"] if n.startswith("labels:")}
+    assert joined == {f"labels:{m}" for m in MODELS}, f"{where}: label states {sorted(joined)}"
     return copies
 
 
@@ -91,7 +99,13 @@ def test_kills_and_a_zombie_under_malformed_traffic(
     seed = random.randrange(1_000_000)
     kills = 30 if full else 10
     (_, oracle_config), (path, config) = configs(tmp_path, kafka_bootstrap, redis_url, unique)
-    traffic = Traffic(config.kafka.topics.predictions, 30_000 if full else 6_000, BAD_RECORDS, seed)
+    traffic = Traffic(
+        config.kafka.topics.predictions,
+        30_000 if full else 6_000,
+        BAD_RECORDS,
+        seed,
+        config.kafka.topics.labels,
+    )
     feeding = traffic.produce_in_background(kafka_bootstrap, 60 if full else 20)
     crew = Crew(path, 3, seed)
     try:
@@ -127,7 +141,9 @@ def test_redis_killed_and_restarted_with_aof(kafka_bootstrap, unique, tmp_path, 
     redis.start()
     try:
         (_, oracle_config), (path, config) = configs(tmp_path, kafka_bootstrap, redis.url, unique)
-        traffic = Traffic(config.kafka.topics.predictions, 6_000, 2_000, seed)
+        traffic = Traffic(
+            config.kafka.topics.predictions, 6_000, 2_000, seed, config.kafka.topics.labels
+        )
         feeding = traffic.produce_in_background(kafka_bootstrap, 45 if full else 25)
         crew = Crew(path, 2, seed)
         try:
@@ -162,7 +178,9 @@ def test_broker_frozen_and_resumed(redis_url, unique, tmp_path, full):
     with EmbeddedKafka(find_tansu({})) as broker:
         bootstrap = broker.bootstrap
         (_, oracle_config), (path, config) = configs(tmp_path, bootstrap, redis_url, unique)
-        traffic = Traffic(config.kafka.topics.predictions, 6_000, 2_000, seed)
+        traffic = Traffic(
+            config.kafka.topics.predictions, 6_000, 2_000, seed, config.kafka.topics.labels
+        )
         traffic.produce(bootstrap)
         crew = Crew(path, 2, seed)
         try:
@@ -198,7 +216,9 @@ def test_broker_restarted(redis_url, unique, tmp_path, full, monkeypatch):
         broker.start()
         bootstrap = broker.bootstrap
         (_, oracle_config), (path, config) = configs(tmp_path, bootstrap, redis_url, unique)
-        traffic = Traffic(config.kafka.topics.predictions, 6_000, 2_000, seed)
+        traffic = Traffic(
+            config.kafka.topics.predictions, 6_000, 2_000, seed, config.kafka.topics.labels
+        )
         traffic.produce(bootstrap)
         crew = Crew(path, 2, seed)
         try:

@@ -76,7 +76,11 @@ def test_commit_writes_offsets_states_and_outbox(client, unique):
     answer = store.commit(epoch, {"predictions": 7, "labels": 3}, states, [alert("a1")])
 
     assert answer == "ok"
-    assert store.snapshot() == {"offsets": {"predictions": 7, "labels": 3}, "states": states}
+    assert store.snapshot() == {
+        "offsets": {"predictions": 7, "labels": 3},
+        "states": states,
+        "join": {},
+    }
     assert store.load(["predictions:fraud", "missing"]) == {"predictions:fraud": b'{"n":1}'}
     assert store.load([]) == {}
     assert store.pending() == [alert("a1")]
@@ -185,7 +189,11 @@ def test_groups_partitions_and_prefixes_are_isolated(client, unique):
 
     for number, store in enumerate(units, start=1):
         assert store.epoch() == 1
-        assert store.snapshot() == {"offsets": {"t": number}, "states": {"s": bytes([number])}}
+        assert store.snapshot() == {
+            "offsets": {"t": number},
+            "states": {"s": bytes([number])},
+            "join": {},
+        }
         assert ids(store.pending()) == [f"a{number}"]
 
 
@@ -200,6 +208,7 @@ def test_offsets_only_move_forward(client, unique):
     assert store.snapshot() == {
         "offsets": {"predictions": 10, "labels": 10},
         "states": {"s": b"v1"},
+        "join": {},
     }
     assert store.outbox_size() == 0
 
@@ -350,3 +359,30 @@ def test_availability_reports_down_while_failing():
     health.failed("relay", redis.TimeoutError("Timeout reading from socket"))
     assert not health.up
     assert registry.get_sample_value("driftstream_store_up") == 0
+
+
+def test_join_operations_land_with_the_commit_or_not_at_all(client, unique):
+    store = make_store(client, unique)
+    stale = store.claim().epoch
+    epoch = store.claim().epoch
+    prefix = store.join_key("m", "pred:s")
+    ids = [bytes([i, 0, 0, 0, 0, 0, 0, i]) for i in range(4)]
+    ops = [
+        ("hset:3", prefix, b"".join(ids), b"".join(bytes([i]) * 5 for i in range(4))),
+        ("append", store.join_key("m", "pred:7"), b"".join(ids), b""),
+    ]
+    store.commit(epoch, {"t": 1}, {}, [], ops=ops)
+    found = store.join_buffer("m").entries([(prefix, [*ids, b"\xff" * 8])], 3)
+    assert found == [[bytes([i]) * 5 for i in range(4)] + [None]]
+    assert client.hlen(f"{prefix}0") == 2  # ids 0 and 3 share shard 0 of 3
+    # A refused commit writes none of its operations; a retry changes nothing.
+    with pytest.raises(Fenced):
+        store.commit(stale, {"t": 2}, {}, [], ops=[("hdel:3", prefix, ids[0], b"")])
+    assert store.commit(epoch, {"t": 1}, {}, [], ops=[("hdel:3", prefix, ids[0], b"")]) == (
+        "applied"
+    )
+    snapshot = store.snapshot()["join"]
+    assert set(snapshot["m:pred"]) == set(ids)
+    assert snapshot["m:pred:7"] == sorted(ids)
+    with pytest.raises(ValueError, match="not a join operation"):
+        store.commit(epoch, {"t": 3}, {}, [], ops=[("hset:3", "elsewhere", b"", b"")])

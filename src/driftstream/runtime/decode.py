@@ -373,7 +373,11 @@ class Decoder:
             return DeadLetter(record, NOT_AN_OBJECT, detail)
         model_id = event.get("model_id")
         if model_id is None:
-            return DeadLetter(record, MISSING_FIELD, _absent(event, "model_id"))
+            detail = _absent(event, "model_id")
+            if self.roles[record.topic] == LABELS:
+                # Labels are joined per model; an event_id alone cannot say which.
+                detail += "; a label must name its model (look it up from the event_id)"
+            return DeadLetter(record, MISSING_FIELD, detail)
         if type(model_id) is not str:
             detail = f"field 'model_id' is {_json_name(model_id)}, expected a string"
             return DeadLetter(record, WRONG_TYPE, detail)

@@ -40,6 +40,7 @@ from driftstream.core.join import (
     LABEL,
     PAIR,
     PRED,
+    Codes,
     JoinState,
     bucket_of,
     class_codes,
@@ -221,18 +222,22 @@ class JoinBatch:
         elif self.settings.regression:
             rows["prediction"] = prediction[keep]
         else:
-            rows["prediction"] = class_codes(_class_labels(prediction[keep]))
+            rows["prediction"] = _class_codes(_class_labels(prediction[keep]))
         score = batch.batch.columns.get(SCORE)
         rows["score"] = np.nan if score is None else score[keep]
         offsets = batch.offsets[keep]
-        places = [sources.get(int(o), (batch.partition, int(o))) for o in offsets.tolist()]
-        rows["partition"] = [p for p, _ in places]
-        rows["offset"] = [o for _, o in places]
-        rows["version"] = self.state.versions.encode(batch.versions[keep].tolist())
+        if sources:  # read through the repartition topic: the alert names the original
+            places = [sources.get(int(o), (batch.partition, int(o))) for o in offsets.tolist()]
+            rows["partition"] = [p for p, _ in places]
+            rows["offset"] = [o for _, o in places]
+        else:
+            rows["partition"] = batch.partition
+            rows["offset"] = offsets
+        rows["version"] = _encoded(self.state.versions, batch.versions[keep])
         segments = batch.segments
         if segments is not None:
-            texts = [_segment_text(s) for s in segments[keep]]
-            rows["segment"] = self.state.segments.encode(texts)
+            texts = np.array([_segment_text(s) for s in segments[keep]], dtype=object)
+            rows["segment"] = _encoded(self.state.segments, texts)
         self.state.pred_max = max(self.state.pred_max, float(rows["ts"].max()))
         return _kept(hashes, keep), rows
 
@@ -248,7 +253,7 @@ class JoinBatch:
         if self.settings.regression:
             rows["label"] = values
         else:
-            rows["label"] = class_codes(values.tolist())
+            rows["label"] = _class_codes(values)
         self.state.label_max = max(self.state.label_max, float(rows["ts"].max()))
         return _kept(hashes, keep), rows
 
@@ -464,11 +469,42 @@ class JoinBatch:
 _LABEL_PART = np.dtype([("label_ts", "<f8"), ("label", "<f8")])
 
 
-def _class_labels(values: np.ndarray) -> list[str | None]:
+def _class_labels(values: np.ndarray) -> np.ndarray:
     """Predictions as class labels; a baseline may profile 0/1 predictions as numbers."""
     if values.dtype.kind == "f":
-        return [category_label(v) for v in values.tolist()]
-    return list(values.tolist())
+        return np.array([category_label(v) for v in values.tolist()], dtype=object)
+    return values
+
+
+def _distinct(values: np.ndarray) -> tuple[list[Any], npt.NDArray[np.intp]]:
+    """The distinct values in order of first appearance, and each row's index among them.
+
+    Columns such as versions and classes hold a handful of values, so work
+    per distinct value instead of per row.
+    """
+    keys = np.array(["" if v is None else v for v in values.tolist()], dtype=object)
+    if not len(keys):
+        return [], np.empty(0, dtype=np.intp)
+    try:
+        found, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    except TypeError:  # mixed types cannot be sorted: fall back to a dict
+        index: dict[Any, int] = {}
+        rows = np.array([index.setdefault(k, len(index)) for k in keys.tolist()], dtype=np.intp)
+        return list(index), rows
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    return found[order].tolist(), rank[inverse.ravel()]
+
+
+def _encoded(codes: Codes, values: np.ndarray) -> npt.NDArray[np.uint16]:
+    distinct, rows = _distinct(values)
+    return codes.encode(distinct)[rows]
+
+
+def _class_codes(values: np.ndarray) -> npt.NDArray[np.float64]:
+    distinct, rows = _distinct(values)
+    return class_codes(distinct)[rows]
 
 
 def _class_names(codes: npt.NDArray[np.float64]) -> np.ndarray:
