@@ -1,12 +1,14 @@
 import copy
 import importlib.util
 import json
+import math
 from importlib import resources
 from typing import Any
 
 import numpy as np
 import pytest
 
+from driftstream.core import performance as perf
 from driftstream.core.baseline import (
     SCHEMA_VERSION,
     BaselineError,
@@ -467,6 +469,18 @@ VALIDATION_CASES = [
     (edit("prediction.counts", "x"), "'prediction.counts' must be an array"),
     (edit("target.null_count", 1), "'target' has count 2000 + null_count 1"),
     (edit("score.kind", "categorical"), "unknown key 'score.mean'"),
+    (edit("performance", []), "performance: expected an object with task, positive and"),
+    (edit("performance.extra", 1), "performance: expected an object with task, positive and"),
+    (edit("performance.positive", ...), "performance: expected an object with task, positive"),
+    (edit("performance.positive", 1), "performance.positive: expected a string or null, got 1"),
+    (edit("performance.task", "regression"), "performance.task: 'regression' differs from"),
+    (edit("performance.reference.task", "ranking"), "performance.reference.task: expected one"),
+    (edit("performance.reference.size", 0), "performance.reference.size: expected a positive"),
+    (edit("performance.reference.metrics.mae", {}), "performance.reference.metrics: expected"),
+    (
+        edit("performance.reference.metrics.roc_auc.value", "x"),
+        "performance.reference.metrics.roc_auc.value: expected a finite number or null",
+    ),
 ]
 
 
@@ -512,6 +526,125 @@ def test_from_json_rejects_non_profiles(text: str | bytes, message: str) -> None
 
 def test_baseline_error_is_a_value_error() -> None:
     assert issubclass(BaselineError, ValueError)
+
+
+# --- performance ----------------------------------------------------------------
+
+
+def binary_columns(n: int = 3000, seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, n)
+    proba = 1 / (1 + np.exp(-2 * x))
+    return {
+        "x": x,
+        "label": rng.random(n) < proba,  # bools: the classes are "true" and "false"
+        "predicted": proba > 0.5,
+        "proba": proba,
+    }
+
+
+def test_baselines_without_performance_still_load() -> None:
+    data = sample_profile().to_dict()
+    assert data["performance"] is not None
+    del data["performance"]  # written before performance was recorded
+    assert BaselineProfile.from_dict(data).performance is None
+    data["performance"] = None
+    assert BaselineProfile.from_dict(data).performance is None
+
+
+def test_performance_needs_both_target_and_prediction() -> None:
+    columns = binary_columns()
+    assert build_profile(columns, model_id="m", target="label").performance is None
+    assert build_profile(columns, model_id="m", prediction="predicted").performance is None
+    both = build_profile(columns, model_id="m", target="label", prediction="predicted")
+    assert both.performance is not None
+
+
+def test_binary_classification_is_inferred_with_its_positive_class() -> None:
+    columns = binary_columns()
+    profile = build_profile(
+        columns, model_id="m", target="label", prediction="predicted", score="proba"
+    )
+    found = profile.performance
+    assert found is not None
+    assert (found.task, found.positive) == (perf.CLASSIFICATION, "true")
+    labels = np.where(columns["label"], "true", "false").astype(object)
+    predictions = np.where(columns["predicted"], "true", "false").astype(object)
+    expected = perf.classification(labels, predictions, columns["proba"], "true")
+    for name in perf.CLASSIFICATION_METRICS:
+        assert found.reference.values[name] == pytest.approx(expected[name])
+    assert BaselineProfile.from_json(profile.to_json()) == profile
+
+
+def test_integer_classes_need_the_task_and_default_to_positive_one() -> None:
+    columns = binary_columns()
+    columns["label"] = columns["label"].astype(np.int64)
+    columns["predicted"] = columns["predicted"].astype(np.int64)
+    numeric = build_profile(columns, model_id="m", target="label", prediction="predicted")
+    assert numeric.performance is not None and numeric.performance.task == perf.REGRESSION
+    profile = build_profile(
+        columns, model_id="m", target="label", prediction="predicted", task="classification"
+    )
+    assert profile.performance is not None
+    assert (profile.performance.task, profile.performance.positive) == ("classification", "1")
+    chosen = build_profile(
+        columns,
+        model_id="m",
+        target="label",
+        prediction="predicted",
+        task="classification",
+        positive="0",
+    )
+    assert chosen.performance is not None and chosen.performance.positive == "0"
+    assert chosen.performance.reference.values["recall"] == pytest.approx(
+        perf.classification(
+            columns["label"].astype(str).astype(object),
+            columns["predicted"].astype(str).astype(object),
+            None,
+            "0",
+        )["recall"]
+    )
+
+
+def test_multiclass_and_unnamed_classes_have_no_positive() -> None:
+    rng = np.random.default_rng(4)
+    columns = {
+        "x": rng.normal(0, 1, 600),
+        "label": rng.choice(np.array(["a", "b", "c"], dtype=object), 600),
+        "predicted": rng.choice(np.array(["a", "b", "c"], dtype=object), 600),
+    }
+    found = build_profile(columns, model_id="m", target="label", prediction="predicted")
+    assert found.performance is not None and found.performance.positive is None
+    assert math.isfinite(found.performance.reference.values["accuracy"])
+    assert math.isnan(found.performance.reference.values["f1"])
+    churn = sample_profile().performance  # churn/stay: neither "1" nor "true"
+    assert churn is not None and churn.positive is None
+
+
+def test_regression_is_inferred_from_a_numeric_target_skipping_nulls() -> None:
+    rng = np.random.default_rng(5)
+    target = rng.normal(0, 1, 1000)
+    prediction = target + rng.normal(0, 0.5, 1000)
+    target[::100] = np.nan
+    columns = {"x": rng.normal(0, 1, 1000), "y": target, "y_hat": prediction}
+    profile = build_profile(columns, model_id="m", target="y", prediction="y_hat")
+    found = profile.performance
+    assert found is not None and (found.task, found.positive) == (perf.REGRESSION, None)
+    known = np.isfinite(target)
+    expected = perf.regression(target[known], prediction[known])
+    assert found.reference.values["mae"] == pytest.approx(expected["mae"])
+    assert found.reference.values["r2"] == pytest.approx(expected["r2"])
+    data = json.loads(profile.to_json())
+    assert data["performance"]["task"] == "regression"
+    schema = load_schema()
+    assert conforms(schema, schema, data)
+
+
+def test_unknown_task_is_refused() -> None:
+    with pytest.raises(BaselineError, match="task must be one of"):
+        build_profile(
+            binary_columns(), model_id="m", target="label", prediction="predicted", task="rank"
+        )
 
 
 # --- JSON schema ----------------------------------------------------------------

@@ -54,13 +54,18 @@ class Unit:
         self.settings = settings
         self.state = JoinState()
         self.offset = 0
+        self.memory = None
         self.windows = []
         self.counts: dict[str, int] = {}
 
     def step(self, preds=None, labels=None):
         state = JoinState.from_state(self.state.to_state())
-        join = JoinBatch(self.store.join_buffer(MODEL), self.settings, state)
+        # The worker keeps the known ids from commit to commit; rebuilding them
+        # from Redis (as after a restart) on every other step must not matter.
+        memory = self.memory if self.offset % 2 else None
+        join = JoinBatch(self.store.join_buffer(MODEL), self.settings, state, memory)
         outcome = join.run(preds, labels)
+        self.memory = outcome.memory(memory, 1_000)
         self.offset += 1
         self.store.commit(self.epoch, {"t": self.offset}, {}, [], ops=outcome.ops)
         self.state = outcome.state

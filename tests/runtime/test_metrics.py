@@ -234,3 +234,35 @@ def test_serve_names_the_address_it_could_not_bind(registry):
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=rf"127\.0\.0\.1:{port}: .*in use"):
             serve(registry, "127.0.0.1", port)
+
+
+def test_observe_many_files_values_as_observe_does():
+    import numpy as np
+    from prometheus_client import Histogram
+
+    from driftstream.runtime.metrics import LABEL_DELAY_BUCKETS_SECONDS, observe_many
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([
+        rng.exponential(3600, 5000), np.array(LABEL_DELAY_BUCKETS_SECONDS), [0.0, 1e9]
+    ])
+    one, many = CollectorRegistry(), CollectorRegistry()
+    for registry in (one, many):
+        Histogram("delay_seconds", "d", buckets=LABEL_DELAY_BUCKETS_SECONDS, registry=registry)
+    single = one._names_to_collectors["delay_seconds"]
+    for value in values.tolist():
+        single.observe(value)
+    observe_many(many._names_to_collectors["delay_seconds"], values)
+
+    def samples(registry):
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    found, expected = samples(many), samples(one)
+    assert found.keys() == expected.keys()
+    for key, value in expected.items():
+        assert found[key] == pytest.approx(value, rel=1e-12), key

@@ -55,8 +55,9 @@ PRED = np.dtype(
         ("segment", "<u2"),  # code into JoinState.segments
     ]
 )
-PAIR = np.dtype([*PRED.descr, ("label_ts", "<f8"), ("label", "<f8")])
 LABEL = np.dtype([("ts", "<f8"), ("label", "<f8")])
+# A joined prediction: its entry with the label's appended.
+PAIR = np.dtype([*PRED.descr, ("label_ts", "<f8"), ("label", "<f8")])
 
 SHARD_ENTRIES = 64  # entries per shard of the buffer at max_pending (runtime/labels.py)
 MAX_SHARDS = 65536  # a shard is picked by the id's first two bytes

@@ -10,7 +10,7 @@ pairs sorted by prediction time) yields:
 - **the error stream**: one value per pair (0/1 misclassification, or the
   absolute error over the baseline's MAE for regression) feeds ADWIN and,
   for classifiers, DDM. A detection while the window's error rate is above
-  the baseline's opens a detector episode. The pairs arrive in a fixed
+  the baseline's (by two standard errors) opens a detector episode. The pairs arrive in a fixed
   order, so detections repeat exactly on a restart or a replay.
 
 >>> settings = PerformanceSettings("m", "regression", None, min_count=3)
@@ -42,6 +42,14 @@ from driftstream.core.settings import DEFAULT_ADWIN, EpisodeSettings
 from driftstream.core.state import STATE_VERSION, StatePath, StateReader
 
 PERFORMANCE = "performance"
+# DDM remembers the lowest p + s once warm; after river's 30 points a model
+# with a low error rate often has made no error yet (p = s = 0), and the next
+# error then reads as a drift. 1,000 points make that minimum meaningful.
+DDM_WARM_START = 1000
+# Detections page only while the window's error rate is this many standard
+# errors above the baseline's: a detector also fires on a lucky calm stretch
+# followed by ordinary errors.
+RISING_Z = 2.0
 FEATURE = "__performance__"
 ERROR_RATE = "error_rate"
 WINDOW = "window"
@@ -112,7 +120,7 @@ class PerformanceMonitor:
         adwin = "adwin" in settings.detectors
         self.adwin = ADWIN(**settings.adwin) if adwin else None  # type: ignore[arg-type]
         ddm = "ddm" in settings.detectors and not settings.regression
-        self.ddm = DDM() if ddm else None
+        self.ddm = DDM(warm_start=DDM_WARM_START) if ddm else None
         self.seen = 0  # pairs fed to the detectors so far
         self.last_values: dict[str, float] = {}
 
@@ -231,9 +239,16 @@ class PerformanceMonitor:
         return 1.0 - baseline_value(self.reference, "accuracy")
 
     def _rising(self, errors: npt.NDArray[np.float64]) -> bool:
-        """Only a worse error rate pages; with no baseline, any change does."""
+        """Only a clearly worse error rate pages; with no baseline, any change does."""
         expected = self._reference_error()
-        return not math.isfinite(expected) or float(np.mean(errors)) > expected
+        if not math.isfinite(expected):
+            return True
+        rate, count = float(np.mean(errors)), len(errors)
+        if self.settings.regression:
+            spread = float(np.std(errors)) if count > 1 else 0.0
+        else:
+            spread = math.sqrt(expected * (1.0 - expected))
+        return rate > expected + RISING_Z * spread / math.sqrt(count)
 
     def _finding(
         self,

@@ -26,9 +26,11 @@ time rules that make the joins independent of how topics interleave.
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -96,6 +98,75 @@ class Window:
         return values if regression else _class_names(values)
 
 
+class KnownIds:
+    """A superset of the ids stored in one side of the buffer, kept by the unit's owner.
+
+    Only the owner writes the buffer, so it can tell, without asking Redis,
+    that an id is absent: lookups of ids outside this set skip the read. It
+    is built from the bucket strings when the join starts on a worker (they
+    list every id stored, and some that have left), then follows each commit.
+    A sorted array of the ids as integers: 8 bytes an id.
+    """
+
+    def __init__(self, numbers: npt.NDArray[np.uint64] | None = None) -> None:
+        self.numbers = np.empty(0, np.uint64) if numbers is None else numbers
+
+    @classmethod
+    def from_blobs(cls, blobs: Sequence[bytes | None]) -> KnownIds:
+        joined = b"".join(blob or b"" for blob in blobs)
+        return cls(np.unique(np.frombuffer(joined, dtype=">u8").astype(np.uint64)))
+
+    def contains(self, numbers: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        known = self.numbers
+        if not len(known):
+            return np.zeros(len(numbers), dtype=bool)
+        places = np.minimum(np.searchsorted(known, numbers), len(known) - 1)
+        return np.asarray(known[places] == numbers)
+
+    def updated(self, added: Sequence[bytes], removed: Sequence[bytes]) -> KnownIds:
+        numbers = self.numbers
+        if removed:
+            numbers = np.setdiff1d(numbers, hash_order(removed), assume_unique=True)
+        if added:
+            numbers = np.union1d(numbers, hash_order(added))
+        return KnownIds(numbers)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+
+@dataclass
+class Recent:
+    """Entries of one side this worker wrote or read lately, as Redis holds them.
+
+    Only the owner writes a unit's buffer, so what it wrote stays true until
+    it writes again: a label usually finds its prediction here, and a window
+    its pairs, without a read. At most ``limit`` entries, the oldest dropped
+    first (a dict keeps insertion order).
+    """
+
+    limit: int
+    entries: dict[bytes, bytes] = field(default_factory=dict)
+
+    def updated(self, changed: Mapping[bytes, bytes | None]) -> Recent:
+        entries = self.entries  # the next batch's: this one's are dropped if it fails
+        for key, value in changed.items():
+            entries.pop(key, None)
+            if value is not None:
+                entries[key] = value
+        for key in list(islice(entries, max(0, len(entries) - self.limit))):
+            del entries[key]
+        return self
+
+
+@dataclass
+class Memory:
+    """What a worker remembers of one model's buffer between its commits."""
+
+    known: tuple[KnownIds, KnownIds]
+    recent: tuple[Recent, Recent]
+
+
 @dataclass
 class JoinOutcome:
     """What one micro-batch did to one model's join."""
@@ -105,6 +176,19 @@ class JoinOutcome:
     windows: list[Window]
     counts: dict[str, int]
     delays: npt.NDArray[np.float64]  # label ts - prediction ts of each pair joined
+    changes: tuple[dict[bytes, bytes | None], dict[bytes, bytes | None]]  # per side
+
+    def memory(self, before: Memory | None, limit: int) -> Memory:
+        """What to remember once this batch is committed."""
+        preds, labels = self.changes
+        recent = before.recent if before else (Recent(limit), Recent(limit))
+        known = self.known_before
+        return Memory(
+            (_updated(known[0], preds), _updated(known[1], labels)),
+            (recent[0].updated(preds), recent[1].updated(labels)),
+        )
+
+    known_before: tuple[KnownIds, KnownIds] = field(default=(KnownIds(), KnownIds()))
 
 
 @dataclass
@@ -112,6 +196,8 @@ class _Side:
     """One hash of the buffer: values read from Redis, and this batch's changes over them."""
 
     key: str
+    known: KnownIds = field(default_factory=KnownIds)
+    recent: dict[bytes, bytes] = field(default_factory=dict)
     read: dict[bytes, bytes | None] = field(default_factory=dict)
     changed: dict[bytes, bytes | None] = field(default_factory=dict)  # None: deleted
     appended: dict[int, list[bytes]] = field(default_factory=lambda: defaultdict(list))
@@ -128,7 +214,13 @@ class _Side:
 class JoinBatch:
     """Joins one micro-batch of one model's predictions and labels."""
 
-    def __init__(self, buffer: JoinBuffer, settings: JoinSettings, state: JoinState) -> None:
+    def __init__(
+        self,
+        buffer: JoinBuffer,
+        settings: JoinSettings,
+        state: JoinState,
+        memory: Memory | None = None,
+    ) -> None:
         self.buffer = buffer
         self.key_of = buffer.key
         self.settings = settings
@@ -137,16 +229,39 @@ class JoinBatch:
             state.shards = shard_count(settings.max_pending)
         self.preds = _Side(buffer.key("pred:s"))
         self.labels = _Side(buffer.key("label:s"))
+        if memory is not None:
+            self.preds.known, self.labels.known = memory.known
+            self.preds.recent = memory.recent[0].entries
+            self.labels.recent = memory.recent[1].entries
+        else:
+            self.preds.known, self.labels.known = self._known()
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
-        self.delays: list[np.ndarray] = []
+        self.delays: list[float] = []
         self.rewritten: dict[str, list[bytes] | None] = {}  # bucket key -> ids (None: delete)
         self.windows: list[Window] = []
 
     # -- reads ----------------------------------------------------------------
 
+    def _known(self) -> tuple[KnownIds, KnownIds]:
+        """Every id the buckets list, per side (a superset of what the hashes hold)."""
+        found = []
+        for name in ("pred", "label"):
+            keys = [self.key_of(f"{name}:{b}") for b in sorted(self._buckets(name).cursors)]
+            found.append(KnownIds.from_blobs(self.buffer.strings(keys)))
+        return found[0], found[1]
+
     def _fetch(self, wanted: Sequence[tuple[_Side, Sequence[bytes]]]) -> None:
-        """One round trip for every entry not known yet."""
-        asks = [(side, side.missing(keys)) for side, keys in wanted]
+        """One round trip for every entry that may be stored and is not known yet."""
+        asks = []
+        for side, keys in wanted:
+            missing = side.missing(keys)
+            if not missing:
+                continue
+            stored = side.known.contains(hash_order(missing)).tolist()
+            side.read.update(
+                (k, None) for k, maybe in zip(missing, stored, strict=True) if not maybe
+            )
+            asks.append((side, [k for k, maybe in zip(missing, stored, strict=True) if maybe]))
         asks = [(side, keys) for side, keys in asks if keys]
         if not asks:
             return
@@ -203,8 +318,16 @@ class JoinBatch:
         self._expire()
         self._evict("pred", self.preds, self.settings.max_pending)
         self._evict("label", self.labels, self.settings.max_pending)
-        delays = np.concatenate(self.delays) if self.delays else np.empty(0)
-        return JoinOutcome(self.state, self._ops(), self.windows, self.counts, delays)
+        delays = np.array(self.delays, dtype=np.float64)
+        return JoinOutcome(
+            self.state,
+            self._ops(),
+            self.windows,
+            self.counts,
+            delays,
+            (self.preds.changed, self.labels.changed),
+            (self.preds.known, self.labels.known),
+        )
 
     def _prediction_rows(
         self, batch: ModelBatch, sources: Mapping[int, tuple[int, int]]
@@ -267,16 +390,18 @@ class JoinBatch:
         width = PRED.itemsize
         buckets = bucket_of(rows["ts"], self.settings.window_seconds).tolist()
         self.state.predictions.add(buckets)
+        stored, waiting = self.preds.get, self.labels.get
+        changed, appended = self.preds.changed, self.preds.appended
         for i, key in enumerate(keys):
-            if self.preds.get(key) is not None:
+            if stored(key) is not None:
                 self.counts[DUPLICATE_PREDICTION] += 1
                 continue
             entry = packed[i * width : (i + 1) * width]
-            label = self.labels.get(key)
-            self.preds.appended[buckets[i]].append(key)
+            appended[buckets[i]].append(key)
             self.state.pending_predictions += 1
+            label = waiting(key)
             if label is None:
-                self.preds.changed[key] = entry
+                changed[key] = entry
                 continue
             self.labels.changed[key] = None
             self.state.pending_labels -= 1
@@ -296,7 +421,7 @@ class JoinBatch:
                 if len(pred) == PAIR.itemsize:
                     self.counts[DUPLICATE] += 1
                 else:
-                    p_ts = float(np.frombuffer(pred, dtype=PRED)["ts"][0])
+                    p_ts = _TS.unpack_from(pred)[0]
                     self._join(key, pred, entry, _bucket(p_ts, self.settings.window_seconds))
                 continue
             if self.labels.get(key) is not None:
@@ -308,14 +433,14 @@ class JoinBatch:
 
     def _join(self, key: bytes, pred: bytes, label: bytes, bucket: int) -> None:
         """Pair a prediction with its label; a label too far from it in time is an orphan."""
-        p_ts = float(np.frombuffer(pred, dtype=PRED)["ts"][0])
-        l_ts, value = np.frombuffer(label, dtype=LABEL)[0].tolist()
+        p_ts = _TS.unpack_from(pred)[0]
+        l_ts = _TS.unpack_from(label)[0]
         if abs(l_ts - p_ts) > self.settings.ttl_seconds:
             self.counts[ORPHAN] += 1
             self.preds.changed[key] = pred  # it keeps waiting, and expires in time
             return
         self.counts[JOINED] += 1
-        self.delays.append(np.array([l_ts - p_ts]))
+        self.delays.append(l_ts - p_ts)
         judged = self.state.judged
         if judged is not None and bucket <= judged:
             # Its window was judged already: counted, then gone.
@@ -323,7 +448,7 @@ class JoinBatch:
             self.preds.changed[key] = None
             self.state.pending_predictions -= 1
             return
-        self.preds.changed[key] = pred + np.array([(l_ts, value)], dtype=_LABEL_PART).tobytes()
+        self.preds.changed[key] = pred + label  # LABEL is PAIR's tail: label time, label
 
     # -- windows, expiry, eviction -------------------------------------------
 
@@ -466,7 +591,13 @@ class JoinBatch:
         return ops
 
 
-_LABEL_PART = np.dtype([("label_ts", "<f8"), ("label", "<f8")])
+_TS = struct.Struct("<d")  # the event time that starts PRED and LABEL entries
+
+
+def _updated(known: KnownIds, changed: Mapping[bytes, bytes | None]) -> KnownIds:
+    added = [k for k, v in changed.items() if v is not None]
+    removed = [k for k, v in changed.items() if v is None]
+    return known.updated(added, removed)
 
 
 def _class_labels(values: np.ndarray) -> np.ndarray:

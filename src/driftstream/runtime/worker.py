@@ -76,7 +76,7 @@ from driftstream.core.performance_monitor import WindowPairs, baseline_value
 from driftstream.runtime import routing
 from driftstream.runtime.alerts import Source, alert_event, dead_letter_headers, encode_alert
 from driftstream.runtime.decode import DeadLetter, Decoded, Decoder, ModelBatch, Record
-from driftstream.runtime.labels import JoinBatch, JoinOutcome, Window
+from driftstream.runtime.labels import JoinBatch, JoinOutcome, Memory, Window
 from driftstream.runtime.metrics import Metrics
 from driftstream.runtime.models import FEATURES, LABELS, PREDICTIONS, ModelSpec, state_name
 from driftstream.runtime.relay import HEADER_ROOM_BYTES, Relay, error_name
@@ -94,6 +94,9 @@ log = logging.getLogger(__name__)
 # could not commit (Redis unavailable): they are processed again later.
 EXIT_UNCOMMITTED = 3
 FENCED_GRACE_SECONDS = 30.0
+# Join entries a worker remembers per model and side (about 150 bytes each),
+# so labels find their predictions, and windows their pairs, without a read.
+RECENT_ENTRIES = 200_000
 KAFKA_TIMEOUT_SECONDS = 10.0
 CLOSE_FLUSH_SECONDS = 5.0
 LIBRDKAFKA_MESSAGE_BYTES = 1_000_000  # librdkafka's default message.max.bytes
@@ -143,6 +146,7 @@ class Unit:
     position: dict[str, int] = field(default_factory=dict)  # next offset to take
     monitors: dict[str, ModelMonitor] = field(default_factory=dict)
     joins: dict[str, bytes | None] = field(default_factory=dict)  # label state blobs, as committed
+    memory: dict[str, Memory] = field(default_factory=dict)  # of each join, as last committed
     held: Held | None = None
     quarantined: dict[str, bytes] = field(default_factory=dict)  # for the next commit
     needs_seek: bool = False  # claimed, but the consumer is not at `position` yet
@@ -692,7 +696,8 @@ class Worker:
         labels = self.models[model_id].labels
         assert labels is not None
         state, monitor = self._label_state(unit, model_id)
-        join = JoinBatch(unit.store.join_buffer(model_id), labels.join, state)
+        buffer = unit.store.join_buffer(model_id)
+        join = JoinBatch(buffer, labels.join, state, unit.memory.get(model_id))
         outcome = join.run(sides.get(PREDICTIONS), sides.get(LABELS), places)
         alerts: list[OutboxEntry] = []
         values: dict[str, float] = {}
@@ -721,6 +726,7 @@ class Worker:
             kept = QUARANTINE_NAME.format(name=name, epoch=unit.epoch)
             unit.quarantined[kept] = blob
             unit.joins[model_id] = None
+            unit.memory.pop(model_id, None)
             self.metrics.state_quarantined.labels(model=model_id).inc()
             log.error(
                 "partition %d: label state of model %r cannot be loaded: %s; kept it as %r and "
@@ -866,6 +872,7 @@ class Worker:
             unit.quarantined.pop(name, None)
         for model_id, outcome in prepared.joins.items():
             unit.joins[model_id] = prepared.states[label_state_name(model_id)]
+            unit.memory[model_id] = outcome.memory(unit.memory.get(model_id), RECENT_ENTRIES)
             self._observe_join(model_id, outcome, prepared.performance.get(model_id))
         self.processed += len(records)
         self._count(prepared.decoded.consumed, prepared.decoded.dead, prepared.touched)
