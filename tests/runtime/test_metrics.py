@@ -243,9 +243,9 @@ def test_observe_many_files_values_as_observe_does():
     from driftstream.runtime.metrics import LABEL_DELAY_BUCKETS_SECONDS, observe_many
 
     rng = np.random.default_rng(3)
-    values = np.concatenate([
-        rng.exponential(3600, 5000), np.array(LABEL_DELAY_BUCKETS_SECONDS), [0.0, 1e9]
-    ])
+    values = np.concatenate(
+        [rng.exponential(3600, 5000), np.array(LABEL_DELAY_BUCKETS_SECONDS), [0.0, 1e9]]
+    )
     one, many = CollectorRegistry(), CollectorRegistry()
     for registry in (one, many):
         Histogram("delay_seconds", "d", buckets=LABEL_DELAY_BUCKETS_SECONDS, registry=registry)

@@ -258,11 +258,16 @@ class JoinBatch:
             if not missing:
                 continue
             stored = side.known.contains(hash_order(missing)).tolist()
-            side.read.update(
-                (k, None) for k, maybe in zip(missing, stored, strict=True) if not maybe
-            )
-            asks.append((side, [k for k, maybe in zip(missing, stored, strict=True) if maybe]))
-        asks = [(side, keys) for side, keys in asks if keys]
+            read, recent, ask = side.read, side.recent, []
+            for key, maybe in zip(missing, stored, strict=True):
+                if not maybe:
+                    read[key] = None
+                elif key in recent:
+                    read[key] = recent[key]
+                else:
+                    ask.append(key)
+            if ask:
+                asks.append((side, ask))
         if not asks:
             return
         found = self.buffer.entries([(side.key, keys) for side, keys in asks], self.state.shards)
