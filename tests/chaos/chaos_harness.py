@@ -216,9 +216,20 @@ def chaos_config(path):
 
 
 def digest(found):
-    """A short hash of a snapshot: every unit's offsets and decoded states."""
-    canonical = orjson.dumps(found, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    """A short hash of a snapshot: every unit's offsets, decoded states and join buffer."""
+    canonical = orjson.dumps(_plain(found), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def _plain(value):
+    """Bytes (the join buffer's ids and entries) as hex, so orjson can write them."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def outcome(bootstrap, redis_url, config, alerts_at_least=1):

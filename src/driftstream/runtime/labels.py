@@ -30,7 +30,7 @@ import struct
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import compress, islice
 from typing import Any
 
 import numpy as np
@@ -149,11 +149,10 @@ class Recent:
     entries: dict[bytes, bytes] = field(default_factory=dict)
 
     def updated(self, changed: Mapping[bytes, bytes | None]) -> Recent:
-        entries = self.entries  # the next batch's: this one's are dropped if it fails
-        for key, value in changed.items():
+        entries = self.entries  # the worker's own: changed only once a commit landed
+        entries.update((k, v) for k, v in changed.items() if v is not None)
+        for key in [k for k, v in changed.items() if v is None]:
             entries.pop(key, None)
-            if value is not None:
-                entries[key] = value
         for key in list(islice(entries, max(0, len(entries) - self.limit))):
             del entries[key]
         return self
@@ -391,50 +390,145 @@ class JoinBatch:
         return keep
 
     def _add_predictions(self, keys: list[bytes], rows: npt.NDArray[Any]) -> None:
-        packed = rows.tobytes()
-        width = PRED.itemsize
-        buckets = bucket_of(rows["ts"], self.settings.window_seconds).tolist()
-        self.state.predictions.add(buckets)
-        stored, waiting = self.preds.get, self.labels.get
-        changed, appended = self.preds.changed, self.preds.appended
-        for i, key in enumerate(keys):
-            if stored(key) is not None:
-                self.counts[DUPLICATE_PREDICTION] += 1
-                continue
+        """Store the batch's predictions; one whose label waits joins it.
+
+        The usual cases go in bulk: a new prediction with no label yet is
+        stored, one whose label waits is joined. The rest (maybe stored
+        already, or repeated in the batch) go one by one, in order.
+        """
+        packed, width = rows.tobytes(), PRED.itemsize
+        buckets = bucket_of(rows["ts"], self.settings.window_seconds)
+        self.state.predictions.add(np.unique(buckets).tolist())
+        numbers = hash_order(keys)
+        slow = ~_first(numbers) | self.preds.known.contains(numbers)
+        waiting = {**self.labels.read, **self.labels.changed}
+        labels = [waiting.get(k) for k in keys]
+        has_label = np.array([label is not None for label in labels], dtype=bool)
+        fresh = np.flatnonzero(~slow & ~has_label).tolist()
+        self.preds.changed.update((keys[i], packed[i * width : (i + 1) * width]) for i in fresh)
+        self.state.pending_predictions += len(fresh)
+        joinable = np.flatnonzero(~slow & has_label)
+        if len(joinable):
+            chosen = [keys[i] for i in joinable.tolist()]
+            self.labels.changed.update(dict.fromkeys(chosen))
+            self.state.pending_labels -= len(chosen)
+            self.state.pending_predictions += len(chosen)
+            found = np.frombuffer(b"".join([labels[i] for i in joinable.tolist()]), dtype=LABEL)  # type: ignore[misc]
+            self._pair_up(chosen, rows[joinable], found, store_orphans=True)
+        stored = ~slow
+        for i in np.flatnonzero(slow).tolist():
             entry = packed[i * width : (i + 1) * width]
-            appended[buckets[i]].append(key)
-            self.state.pending_predictions += 1
-            label = waiting(key)
-            if label is None:
-                changed[key] = entry
-                continue
-            self.labels.changed[key] = None
-            self.state.pending_labels -= 1
-            self._join(key, entry, label, buckets[i])
+            stored[i] = self._add_prediction(keys[i], entry, int(buckets[i]))
+        appended = self.preds.appended
+        for bucket in np.unique(buckets[stored]).tolist():
+            appended[bucket].extend(compress(keys, (stored & (buckets == bucket)).tolist()))
+
+    def _add_prediction(self, key: bytes, entry: bytes, bucket: int) -> bool:
+        """One prediction the bulk path could not place; False for a duplicate."""
+        if self.preds.get(key) is not None:
+            self.counts[DUPLICATE_PREDICTION] += 1
+            return False
+        self.state.pending_predictions += 1
+        label = self.labels.get(key)
+        if label is None:
+            self.preds.changed[key] = entry
+            return True
+        self.labels.changed[key] = None
+        self.state.pending_labels -= 1
+        self._join(key, entry, label, bucket)
+        return True
 
     def _add_labels(self, keys: list[bytes], rows: npt.NDArray[Any]) -> None:
-        packed = rows.tobytes()
-        width = LABEL.itemsize
-        buckets = bucket_of(rows["ts"], self.settings.window_seconds).tolist()
-        # Every label's bucket is noted, kept or not, so the live buckets do
-        # not depend on which labels happened to arrive before their prediction.
-        self.state.labels.add(buckets)
-        for i, key in enumerate(keys):
-            entry = packed[i * width : (i + 1) * width]
-            pred = self.preds.get(key)
-            if pred is not None:
-                if len(pred) == PAIR.itemsize:
-                    self.counts[DUPLICATE] += 1
-                else:
-                    p_ts = _TS.unpack_from(pred)[0]
-                    self._join(key, pred, entry, _bucket(p_ts, self.settings.window_seconds))
-                continue
-            if self.labels.get(key) is not None:
+        """Join labels whose prediction waits, keep new ones waiting (in bulk); the rest in order.
+
+        Every label's bucket is noted, kept or not, so the live buckets do not
+        depend on which labels happened to arrive before their prediction.
+        """
+        packed, width = rows.tobytes(), LABEL.itemsize
+        buckets = bucket_of(rows["ts"], self.settings.window_seconds)
+        self.state.labels.add(np.unique(buckets).tolist())
+        stored = {**self.preds.read, **self.preds.changed}
+        found = [stored.get(k) for k in keys]
+        numbers = hash_order(keys)
+        first = _first(numbers)
+        sizes = np.array([0 if f is None else len(f) for f in found], dtype=np.int64)
+        join = (sizes == PRED.itemsize) & first
+        wait = (sizes == 0) & first & ~self.labels.known.contains(numbers)
+        wait &= np.array([k not in self.labels.changed for k in keys], dtype=bool)
+        if join.any():
+            index = np.flatnonzero(join).tolist()
+            preds = np.frombuffer(b"".join([found[i] for i in index]), dtype=PRED)  # type: ignore[misc]
+            self._pair_up([keys[i] for i in index], preds, rows[join], store_orphans=False)
+        if wait.any():
+            index = np.flatnonzero(wait).tolist()
+            self.labels.changed.update(
+                (keys[i], packed[i * width : (i + 1) * width]) for i in index
+            )
+            self.state.pending_labels += len(index)
+            appended = self.labels.appended
+            for bucket in np.unique(buckets[wait]).tolist():
+                appended[bucket].extend(compress(keys, (wait & (buckets == bucket)).tolist()))
+        for i in np.flatnonzero(~join & ~wait).tolist():
+            self._add_label(keys[i], packed[i * width : (i + 1) * width], int(buckets[i]))
+
+    def _add_label(self, key: bytes, entry: bytes, bucket: int) -> None:
+        pred = self.preds.get(key)
+        if pred is not None:
+            if len(pred) == PAIR.itemsize:
                 self.counts[DUPLICATE] += 1
-                continue
-            self.labels.changed[key] = entry
-            self.labels.appended[buckets[i]].append(key)
-            self.state.pending_labels += 1
+            else:
+                p_ts = _TS.unpack_from(pred)[0]
+                self._join(key, pred, entry, _bucket(p_ts, self.settings.window_seconds))
+            return
+        if self.labels.get(key) is not None:
+            self.counts[DUPLICATE] += 1
+            return
+        self.labels.changed[key] = entry
+        self.labels.appended[bucket].append(key)
+        self.state.pending_labels += 1
+
+    def _pair_up(
+        self,
+        keys: list[bytes],
+        preds: npt.NDArray[Any],
+        labels: npt.NDArray[Any],
+        *,
+        store_orphans: bool,
+    ) -> None:
+        """``_join`` for many predictions at once, each with its label.
+
+        ``store_orphans``: the predictions are new, so one too far in time
+        from its label must be stored to wait (an old one is stored already).
+        """
+        delay = labels["ts"] - preds["ts"]
+        near = np.abs(delay) <= self.settings.ttl_seconds
+        self.counts[ORPHAN] += int(len(near) - near.sum())
+        self.counts[JOINED] += int(near.sum())
+        self.delays.extend(delay[near].tolist())
+        changed = self.preds.changed
+        if store_orphans and not near.all():
+            raw, width = preds.tobytes(), PRED.itemsize
+            changed.update(
+                (keys[i], raw[i * width : (i + 1) * width]) for i in np.flatnonzero(~near).tolist()
+            )
+        judged = self.state.judged
+        window = bucket_of(preds["ts"], self.settings.window_seconds)
+        late = near & (window <= judged) if judged is not None else np.zeros(len(near), bool)
+        # A pair whose window was judged already is counted, then gone.
+        self.counts[LATE] += int(late.sum())
+        self.state.pending_predictions -= int(late.sum())
+        changed.update(dict.fromkeys(compress(keys, late.tolist())))
+        kept = near & ~late
+        pairs = np.zeros(int(kept.sum()), dtype=PAIR)
+        for name in _PRED_FIELDS:
+            pairs[name] = preds[name][kept]
+        pairs["label_ts"] = labels["ts"][kept]
+        pairs["label"] = labels["label"][kept]
+        raw, width = pairs.tobytes(), PAIR.itemsize
+        changed.update(
+            (key, raw[n * width : (n + 1) * width])
+            for n, key in enumerate(compress(keys, kept.tolist()))
+        )
 
     def _join(self, key: bytes, pred: bytes, label: bytes, bucket: int) -> None:
         """Pair a prediction with its label; a label too far from it in time is an orphan."""
@@ -574,19 +668,17 @@ class JoinBatch:
 
     def _ops(self) -> list[Op]:
         ops: list[Op] = []
+        shards = self.state.shards
         for side in (self.preds, self.labels):
-            shards = self.state.shards
-            deleted = [k for k, v in side.changed.items() if v is None]
+            items = list(side.changed.items())
+            deleted = [k for k, v in items if v is None]
             if deleted:
                 ops.append((f"hdel:{shards}", side.key, b"".join(deleted), b""))
-            by_width: dict[int, tuple[list[bytes], list[bytes]]] = {}
-            for key, value in side.changed.items():
-                if value is not None:
-                    keys, values = by_width.setdefault(len(value), ([], []))
-                    keys.append(key)
-                    values.append(value)
-            for keys, values in by_width.values():
-                ops.append((f"hset:{shards}", side.key, b"".join(keys), b"".join(values)))
+            widths = {len(v) for _, v in items if v is not None}
+            for width in sorted(widths):
+                chosen = [(k, v) for k, v in items if v is not None and len(v) == width]
+                keys = b"".join([k for k, _ in chosen])
+                ops.append((f"hset:{shards}", side.key, keys, b"".join([v for _, v in chosen])))
         for bucket_key, ids in self.rewritten.items():
             ops.append(("set", bucket_key, b"".join(ids or []), b""))
         for name, side in (("pred", self.preds), ("label", self.labels)):
@@ -596,7 +688,15 @@ class JoinBatch:
         return ops
 
 
+_PRED_FIELDS = tuple(PRED.fields or ())
 _TS = struct.Struct("<d")  # the event time that starts PRED and LABEL entries
+
+
+def _first(numbers: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """Whether each id is its first occurrence in the batch."""
+    first = np.zeros(len(numbers), dtype=bool)
+    first[np.unique(numbers, return_index=True)[1]] = True
+    return first
 
 
 def _updated(known: KnownIds, changed: Mapping[bytes, bytes | None]) -> KnownIds:
