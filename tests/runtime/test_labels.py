@@ -121,7 +121,8 @@ def test_a_prediction_joins_its_label_and_the_window_is_judged_after_the_wait(cl
     unit.step(predictions(["a", "b", "c"], [10, 20, 30], ["1", "0", "1"], [0.9, 0.2, 0.4]))
     unit.step(labels=labels(["a", "b"], [40, 45], ["1", "1"]))
     assert unit.counts[JOINED] == 2
-    assert unit.state.pending_predictions == 3  # joined pairs wait for their window
+    assert unit.state.pending_predictions == 1  # "c"; the pairs wait in their window's string
+    assert len(unit.live()[2][f"{MODEL}:pairs:0"]) == 2
     assert unit.windows == []
     # Window [0, 100) is judged once both sides pass 150 (its end plus the wait).
     unit.step(predictions(["d"], [160], ["0"]), labels(["z"], [160], ["0"]))
@@ -134,6 +135,7 @@ def test_a_prediction_joins_its_label_and_the_window_is_judged_after_the_wait(cl
     assert window.pairs["offset"].tolist() == [0, 1]
     # The judged pairs left the buffer; "c" still waits for its label.
     assert unit.state.pending_predictions == 2
+    assert f"{MODEL}:pairs:0" not in unit.live()[2]
     preds, _, buckets = unit.live()
     assert len(preds) == 2
     assert sum(len(ids) for ids in buckets.values()) == 3  # "c", "d" and the label "z"

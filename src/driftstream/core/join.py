@@ -191,6 +191,7 @@ class JoinState:
     pending_labels: int = 0
     predictions: Buckets = field(default_factory=Buckets)
     labels: Buckets = field(default_factory=Buckets)
+    paired: Buckets = field(default_factory=Buckets)  # windows with pairs, not judged yet
     versions: Codes = field(default_factory=Codes)  # from predictions only: their order is fixed
     segments: Codes = field(default_factory=Codes)
 
@@ -210,6 +211,7 @@ class JoinState:
             "pending_labels": self.pending_labels,
             "prediction_buckets": self.predictions.to_state(),
             "label_buckets": self.labels.to_state(),
+            "paired_windows": self.paired.to_state(),
             "versions": list(self.versions.values),
             "segments": list(self.segments.values),
         }
@@ -226,6 +228,7 @@ class JoinState:
             pending_labels=reader.count("pending_labels"),
             predictions=Buckets.from_rows(reader, "prediction_buckets"),
             labels=Buckets.from_rows(reader, "label_buckets"),
+            paired=Buckets.from_rows(reader, "paired_windows"),
             versions=Codes(_capped(reader, "versions", MAX_CODES)),
             segments=Codes(_capped(reader, "segments", MAX_CODES)),
         )
@@ -240,6 +243,7 @@ _KEYS = (
     "pending_labels",
     "prediction_buckets",
     "label_buckets",
+    "paired_windows",
     "versions",
     "segments",
 )

@@ -8,10 +8,16 @@ leaves the buffer exactly as the last commit left it.
 
 Keys, in the unit's hash tag (``store.unit_key``), per model::
 
-    join:<model>:pred:s<k>     hash    8-byte event hash -> PRED or PAIR entry
-    join:<model>:label:s<k>    hash    8-byte event hash -> LABEL entry
+    join:<model>:pred:s<k>     hash    8-byte event hash -> PRED entry (waiting)
+    join:<model>:label:s<k>    hash    8-byte event hash -> LABEL entry (waiting)
     join:<model>:pred:<b>      string  event hashes filed in prediction bucket b
     join:<model>:label:<b>     string  event hashes filed in label bucket b
+    join:<model>:pairs:<w>     string  joined pairs of window w: event hash + PAIR
+
+A joined prediction leaves its hash and its pair is appended to its
+window's string, one APPEND per window and batch; the window is judged from
+that one string. So a pair costs Redis two entry writes (stored, removed),
+not four (stored, rewritten as a pair, removed, read back).
 
 Entries are spread over ``JoinState.shards`` hashes (shard ``k`` from the
 hash's first two bytes), about 64 entries each when the buffer is full:
@@ -164,6 +170,7 @@ class Memory:
 
     known: tuple[KnownIds, KnownIds]
     recent: tuple[Recent, Recent]
+    joined: KnownIds  # exactly the ids in pair strings of windows not judged yet
 
 
 @dataclass
@@ -182,12 +189,16 @@ class JoinOutcome:
         preds, labels = self.changes
         recent = before.recent if before else (Recent(limit), Recent(limit))
         known = self.known_before
+        added, removed = self.joined_change
         return Memory(
             (_updated(known[0], preds), _updated(known[1], labels)),
             (recent[0].updated(preds), recent[1].updated(labels)),
+            self.joined_before.updated(added, removed),
         )
 
     known_before: tuple[KnownIds, KnownIds] = field(default=(KnownIds(), KnownIds()))
+    joined_before: KnownIds = field(default_factory=KnownIds)
+    joined_change: tuple[list[bytes], list[bytes]] = ([], [])  # ids paired, ids judged
 
 
 @dataclass
@@ -228,12 +239,17 @@ class JoinBatch:
             state.shards = shard_count(settings.max_pending)
         self.preds = _Side(buffer.key("pred:s"))
         self.labels = _Side(buffer.key("label:s"))
+        self.paired: dict[int, list[bytes]] = defaultdict(list)  # window -> new records
+        self.paired_ids: set[bytes] = set()
+        self.unpaired: list[bytes] = []  # ids of pairs judged in this batch
         if memory is not None:
             self.preds.known, self.labels.known = memory.known
             self.preds.recent = memory.recent[0].entries
             self.labels.recent = memory.recent[1].entries
+            self.joined = memory.joined
         else:
             self.preds.known, self.labels.known = self._known()
+            self.joined = self._joined()
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.delays: list[float] = []
         self.rewritten: dict[str, list[bytes] | None] = {}  # bucket key -> ids (None: delete)
@@ -248,6 +264,16 @@ class JoinBatch:
             keys = [self.key_of(f"{name}:{b}") for b in sorted(self._buckets(name).cursors)]
             found.append(KnownIds.from_blobs(self.buffer.strings(keys)))
         return found[0], found[1]
+
+    def _joined(self) -> KnownIds:
+        """The ids in the pair strings of windows not judged yet."""
+        keys = [self.key_of(f"pairs:{w}") for w in sorted(self.state.paired.cursors)]
+        records = [np.frombuffer(b or b"", dtype=PAIR_RECORD) for b in self.buffer.strings(keys)]
+        ids = np.concatenate([r["id"] for r in records]) if records else np.empty(0, "S8")
+        return KnownIds(np.unique(np.frombuffer(ids.tobytes(), ">u8").astype(np.uint64)))
+
+    def _is_joined(self, key: bytes) -> bool:
+        return key in self.paired_ids or bool(self.joined.contains(hash_order([key]))[0])
 
     def _fetch(self, wanted: Sequence[tuple[_Side, Sequence[bytes]]]) -> None:
         """One round trip for every entry that may be stored and is not known yet."""
@@ -331,6 +357,8 @@ class JoinBatch:
             delays,
             (self.preds.changed, self.labels.changed),
             (self.preds.known, self.labels.known),
+            self.joined,
+            (list(self.paired_ids), self.unpaired),
         )
 
     def _prediction_rows(
@@ -401,6 +429,7 @@ class JoinBatch:
         self.state.predictions.add(np.unique(buckets).tolist())
         numbers = hash_order(keys)
         slow = ~_first(numbers) | self.preds.known.contains(numbers)
+        slow |= self.joined.contains(numbers)
         waiting = {**self.labels.read, **self.labels.changed}
         labels = [waiting.get(k) for k in keys]
         has_label = np.array([label is not None for label in labels], dtype=bool)
@@ -425,7 +454,7 @@ class JoinBatch:
 
     def _add_prediction(self, key: bytes, entry: bytes, bucket: int) -> bool:
         """One prediction the bulk path could not place; False for a duplicate."""
-        if self.preds.get(key) is not None:
+        if self.preds.get(key) is not None or self._is_joined(key):
             self.counts[DUPLICATE_PREDICTION] += 1
             return False
         self.state.pending_predictions += 1
@@ -454,6 +483,7 @@ class JoinBatch:
         sizes = np.array([0 if f is None else len(f) for f in found], dtype=np.int64)
         join = (sizes == PRED.itemsize) & first
         wait = (sizes == 0) & first & ~self.labels.known.contains(numbers)
+        wait &= ~self.joined.contains(numbers)
         wait &= np.array([k not in self.labels.changed for k in keys], dtype=bool)
         if join.any():
             index = np.flatnonzero(join).tolist()
@@ -474,13 +504,10 @@ class JoinBatch:
     def _add_label(self, key: bytes, entry: bytes, bucket: int) -> None:
         pred = self.preds.get(key)
         if pred is not None:
-            if len(pred) == PAIR.itemsize:
-                self.counts[DUPLICATE] += 1
-            else:
-                p_ts = _TS.unpack_from(pred)[0]
-                self._join(key, pred, entry, _bucket(p_ts, self.settings.window_seconds))
+            p_ts = _TS.unpack_from(pred)[0]
+            self._join(key, pred, entry, _bucket(p_ts, self.settings.window_seconds))
             return
-        if self.labels.get(key) is not None:
+        if self._is_joined(key) or self.labels.get(key) is not None:
             self.counts[DUPLICATE] += 1
             return
         self.labels.changed[key] = entry
@@ -516,19 +543,17 @@ class JoinBatch:
         late = near & (window <= judged) if judged is not None else np.zeros(len(near), bool)
         # A pair whose window was judged already is counted, then gone.
         self.counts[LATE] += int(late.sum())
-        self.state.pending_predictions -= int(late.sum())
-        changed.update(dict.fromkeys(compress(keys, late.tolist())))
+        changed.update(dict.fromkeys(compress(keys, near.tolist())))
+        self.state.pending_predictions -= int(near.sum())
         kept = near & ~late
-        pairs = np.zeros(int(kept.sum()), dtype=PAIR)
+        chosen = list(compress(keys, kept.tolist()))
+        records = np.zeros(len(chosen), dtype=PAIR_RECORD)
+        records["id"] = np.frombuffer(b"".join(chosen), dtype="S8") if chosen else records["id"]
         for name in _PRED_FIELDS:
-            pairs[name] = preds[name][kept]
-        pairs["label_ts"] = labels["ts"][kept]
-        pairs["label"] = labels["label"][kept]
-        raw, width = pairs.tobytes(), PAIR.itemsize
-        changed.update(
-            (key, raw[n * width : (n + 1) * width])
-            for n, key in enumerate(compress(keys, kept.tolist()))
-        )
+            records[name] = preds[name][kept]
+        records["label_ts"] = labels["ts"][kept]
+        records["label"] = labels["label"][kept]
+        self._paired(chosen, records, window[kept])
 
     def _join(self, key: bytes, pred: bytes, label: bytes, bucket: int) -> None:
         """Pair a prediction with its label; a label too far from it in time is an orphan."""
@@ -540,14 +565,26 @@ class JoinBatch:
             return
         self.counts[JOINED] += 1
         self.delays.append(l_ts - p_ts)
+        self.preds.changed[key] = None
+        self.state.pending_predictions -= 1
         judged = self.state.judged
         if judged is not None and bucket <= judged:
-            # Its window was judged already: counted, then gone.
-            self.counts[LATE] += 1
-            self.preds.changed[key] = None
-            self.state.pending_predictions -= 1
+            self.counts[LATE] += 1  # its window was judged already: counted, then gone
             return
-        self.preds.changed[key] = pred + label  # LABEL is PAIR's tail: label time, label
+        # LABEL is PAIR's tail: label time, label.
+        record = np.frombuffer(key + pred + label, dtype=PAIR_RECORD)
+        self._paired([key], record, np.array([bucket]))
+
+    def _paired(self, keys: list[bytes], records: npt.NDArray[Any], windows: np.ndarray) -> None:
+        """File joined pairs under their windows, to append to the windows' strings."""
+        if not len(keys):
+            return
+        self.paired_ids.update(keys)
+        raw, width = records.tobytes(), PAIR_RECORD.itemsize
+        for w in np.unique(windows).tolist():
+            self.state.paired.add([w])
+            index = np.flatnonzero(windows == w).tolist()
+            self.paired[w].append(b"".join(raw[i * width : (i + 1) * width] for i in index))
 
     # -- windows, expiry, eviction -------------------------------------------
 
@@ -558,44 +595,44 @@ class JoinBatch:
         seconds = self.settings.window_seconds
         watermark = self._watermark() - self.settings.wait_seconds
         judged = self.state.judged
+        windows = set(self.state.predictions.cursors) | set(self.state.paired.cursors)
         due = [
-            b
-            for b in sorted(self.state.predictions.cursors)
-            if (judged is None or b > judged) and (b + 1) * seconds <= watermark
+            w
+            for w in sorted(windows)
+            if (judged is None or w > judged) and (w + 1) * seconds <= watermark
         ]
         if not due:
             return
-        ids = self._bucket_ids(self.preds, "pred", due)
-        self._fetch([(self.preds, [k for b in due for k in ids[b]])])
-        for bucket in due:
-            self._judge_one(bucket, ids[bucket])
-            self.state.judged = bucket
+        live = [w for w in due if w in self.state.predictions.cursors]
+        ids = self._bucket_ids(self.preds, "pred", live)
+        self._fetch([(self.preds, [k for w in live for k in ids[w]])])
+        stored = self.buffer.strings([self.key_of(f"pairs:{w}") for w in due])
+        for window, blob in zip(due, stored, strict=True):
+            self._judge_one(window, ids.get(window), blob or b"")
+            self.state.judged = window
 
-    def _judge_one(self, bucket: int, ids: list[bytes]) -> None:
+    def _judge_one(self, window: int, ids: list[bytes] | None, stored: bytes) -> None:
         seconds = self.settings.window_seconds
-        end = (bucket + 1) * seconds
-        pairs, hashes, waiting = [], [], []
-        for key in dict.fromkeys(ids):
-            entry = self.preds.get(key)
-            if entry is None:
-                continue
-            if len(entry) == PAIR.itemsize:
-                pairs.append(entry)
-                hashes.append(key)
-                self.preds.changed[key] = None
-                self.state.pending_predictions -= 1
-            else:
-                waiting.append(key)
-        self.rewritten[self.key_of(f"pred:{bucket}")] = waiting
-        self.preds.appended.pop(bucket, None)
-        self.state.predictions.cursors[bucket] = 0
-        records = np.frombuffer(b"".join(pairs), dtype=PAIR)
+        end = (window + 1) * seconds
+        if ids is not None:  # predictions of the window still waiting stay filed
+            waiting = [k for k in dict.fromkeys(ids) if self.preds.get(k) is not None]
+            self.rewritten[self.key_of(f"pred:{window}")] = waiting
+            self.preds.appended.pop(window, None)
+            self.state.predictions.cursors[window] = 0
+        records = np.frombuffer(stored + b"".join(self.paired.pop(window, [])), dtype=PAIR_RECORD)
+        self.rewritten[self.key_of(f"pairs:{window}")] = None
+        self.state.paired.cursors.pop(window, None)
+        judged_ids = records["id"].tobytes()
+        self.unpaired.extend(judged_ids[i : i + 8] for i in range(0, len(judged_ids), 8))
         in_time = records["label_ts"] <= end + self.settings.wait_seconds
         self.counts[LATE] += int(len(records) - in_time.sum())
         records = records[in_time]
-        keys = hash_order(hashes)[in_time]
+        keys = np.frombuffer(records["id"].tobytes(), ">u8")
         order = np.lexsort((keys, records["ts"]))
-        self.windows.append(Window(bucket, bucket * seconds, end, records[order]))
+        pairs = np.zeros(len(records), dtype=PAIR)
+        for name in PAIR.fields or ():
+            pairs[name] = records[name][order]
+        self.windows.append(Window(window, window * seconds, end, pairs))
 
     def _expire(self) -> None:
         watermark = self._watermark()
@@ -627,13 +664,10 @@ class JoinBatch:
             del self._buckets(name).cursors[bucket]
 
     def _delete(self, name: str, side: _Side, key: bytes, outcome: str) -> None:
-        entry = side.get(key)
         side.changed[key] = None
         if name == "pred":
             self.state.pending_predictions -= 1
-            # A joined pair evicted before its window was judged is lost too.
-            if outcome != EXPIRED or entry is None or len(entry) != PAIR.itemsize:
-                self.counts[outcome] += 1
+            self.counts[outcome] += 1
         else:
             self.state.pending_labels -= 1
             self.counts[outcome] += 1
@@ -685,10 +719,14 @@ class JoinBatch:
             for bucket, ids in side.appended.items():
                 if ids:
                     ops.append(("append", self.key_of(f"{name}:{bucket}"), b"".join(ids), b""))
+        for window, parts in self.paired.items():
+            ops.append(("append", self.key_of(f"pairs:{window}"), b"".join(parts), b""))
         return ops
 
 
 _PRED_FIELDS = tuple(PRED.fields or ())
+# A pair as its window's string holds it: the event hash, then the pair.
+PAIR_RECORD = np.dtype([("id", "S8"), *PAIR.descr])
 _TS = struct.Struct("<d")  # the event time that starts PRED and LABEL entries
 
 

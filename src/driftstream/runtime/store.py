@@ -440,6 +440,11 @@ class PartitionStore:
                 strings.append((name, cast(bytes, self._client.get(key) or b"")))
         found: dict[str, Any] = dict(sides)
         for name, blob in strings:
+            if ":pairs:" in name:
+                # Pairs are appended in the order they joined, which batch cuts
+                # decide; a window is judged sorted. Id + pair: 62-byte records.
+                found[name] = sorted(blob[i : i + 62] for i in range(0, len(blob), 62))
+                continue
             live = sides.get(name.rsplit(":", 1)[0], {})
             ids = sorted({blob[i : i + 8] for i in range(0, len(blob), 8)} & live.keys())
             if ids:
