@@ -175,7 +175,7 @@ class Buckets:
             if not isinstance(row, list) or len(row) != 2:
                 at.wrong(f"[{i}]", "a [bucket, cursor] pair", row)
             bucket = StateReader({"b": row[0], "c": row[1]}, None, ("b", "c"), at / f"[{i}]")
-            cursors[bucket.optional_integer("b") or 0] = bucket.count("c")
+            cursors[bucket.count("b")] = bucket.count("c")
         return cls(cursors)
 
 
