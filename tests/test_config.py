@@ -258,3 +258,33 @@ def test_an_unusable_redis_url_is_named(url, expected):
         check_redis_url(config.redis)
     assert "pw" not in str(caught.value)
     check_redis_url(parse_config({"models": {"m": {"baseline": "b.json"}}}).redis)
+
+
+def test_label_settings_are_checked_against_the_baseline(baseline_file, tmp_path):
+    from driftstream.runtime.models import label_spec
+
+    def spec(labels):
+        path = write(
+            tmp_path,
+            {"models": {"fraud-detector": {"baseline": str(baseline_file), "labels": labels}}},
+        )
+        model = load_config(path).models["fraud-detector"]
+        baseline = read_baseline("fraud-detector", model)
+        settings = monitor_settings("fraud-detector", model, baseline)
+        return label_spec("fraud-detector", model.labels, baseline, settings)
+
+    # The fixture's baseline has no positive class ("fraud"/"ok"): multi-class metrics only.
+    made = spec({})
+    assert made.performance.task == "classification" and made.reference is not None
+    with pytest.raises(ConfigError, match=r"labels\.metrics\.mae: not a classification metric"):
+        spec({"metrics": {"mae": {}}})
+    with pytest.raises(ConfigError, match=r"labels\.wait_seconds: .* longer than ttl_seconds"):
+        spec({"wait_seconds": 100, "ttl_seconds": 10})
+    with pytest.raises(ConfigError, match=r"labels\.positive: 'fraud', but the baseline"):
+        spec({"positive": "fraud"})
+    with pytest.raises(ConfigError, match=r"labels\.window_seconds: ttl_seconds spans"):
+        spec({"window_seconds": 1, "ttl_seconds": 604800})
+    off = spec({"metrics": {"log_loss": {"enabled": False}, "accuracy": {"z": 3}}})
+    names = {m.name: m for m in off.performance.judged_metrics()}
+    assert "log_loss" not in names and names["accuracy"].z == 3
+    assert error_of({"models": {"m": {"baseline": "b.json", "labels": {"ttl_seconds": 0}}}})

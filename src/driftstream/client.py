@@ -116,7 +116,13 @@ class DriftClient:
     def log_label(
         self, model_id: str, event_id: str, label: float | int | str | bool, ts: Timestamp = None
     ) -> None:
-        """Queue the ground truth for an earlier (or later) event with the same event_id."""
+        """Queue the ground truth for an earlier (or later) event with the same event_id.
+
+        ``model_id`` is required: labels are joined per model, so a label
+        source that knows only the event_id must look the model up. ``ts`` is
+        when the label became known (default: now); the worker joins it to
+        the prediction in event time, up to the model's ``labels.ttl_seconds``.
+        """
         event = {
             "event_id": _given_event_id(event_id),
             "model_id": _model_id(model_id),

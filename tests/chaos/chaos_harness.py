@@ -27,6 +27,7 @@ from confluent_kafka import Producer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 
 from pipeline import (
+    LABELS,  # noqa: F401  (the chaos configs' labels section, for test_chaos)
     WorkerProcess,
     alert_ids,
     committed,
@@ -43,14 +44,6 @@ from driftstream.runtime.services import EmbeddedKafka, free_port
 from driftstream.runtime.store import PartitionStore, stores_for_group
 
 MODELS = ("m0", "m1", "m2")
-# Labels join in windows of 10 s of prediction time, judged 10 s later.
-LABELS = {
-    "positive": "fraud",
-    "window_seconds": 10.0,
-    "wait_seconds": 10.0,
-    "lateness_seconds": 2.0,
-    "ttl_seconds": 600.0,
-}
 MAX_BYTES = 20_000  # limits.max_message_bytes in the chaos configs, so "oversized" is cheap
 
 

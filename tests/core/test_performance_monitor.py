@@ -74,8 +74,15 @@ def test_an_episode_resolves_after_good_windows(reference):
 def test_small_windows_are_not_judged_but_feed_the_detectors(reference):
     monitor = PerformanceMonitor(settings(), reference)
     window = classifier_windows(1, 5, worse_from=0)[0]
-    tiny = WindowPairs(0, 0.0, 60.0, window.labels[:50], window.predictions[:50],
-                       window.scores[:50], window.ts[:50])
+    tiny = WindowPairs(
+        0,
+        0.0,
+        60.0,
+        window.labels[:50],
+        window.predictions[:50],
+        window.scores[:50],
+        window.ts[:50],
+    )
     assert [f for f in monitor.judge(tiny) if f.detector == "window"] == []
     assert monitor.seen == 50
 

@@ -116,6 +116,17 @@ def events(n_stable, n_drifted, seed, model_id="fraud-detector", start=0):
     ]
 
 
+# A labels section for tests: windows of 10 s of prediction time, judged
+# once their labels had 10 s more (label_events' delays average 20 s).
+LABELS = {
+    "positive": "fraud",
+    "window_seconds": 10.0,
+    "wait_seconds": 10.0,
+    "lateness_seconds": 2.0,
+    "ttl_seconds": 600.0,
+}
+
+
 def label_events(n, seed, model_id="fraud-detector", start=0, concept_from=None):
     """Label events for ``events(...)``'s predictions, in the order a label source sends them.
 

@@ -7,6 +7,7 @@ import pytest
 import redis
 from fakes import fake_broker, fake_config, fake_worker
 from pipeline import (
+    LABELS,
     START_TS,
     WorkerProcess,
     alert_ids,
@@ -27,13 +28,6 @@ from driftstream.core.baseline import build_profile
 from driftstream.runtime.alerts import HEADER_REASON
 
 KEY = b"fraud-detector"
-LABELS = {
-    "positive": "fraud",
-    "window_seconds": 10.0,
-    "wait_seconds": 10.0,
-    "lateness_seconds": 2.0,
-    "ttl_seconds": 600.0,
-}
 CONCEPT_FROM = 9_000  # the index of the first prediction whose label ignores the model
 
 

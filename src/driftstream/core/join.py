@@ -175,7 +175,10 @@ class Buckets:
             if not isinstance(row, list) or len(row) != 2:
                 at.wrong(f"[{i}]", "a [bucket, cursor] pair", row)
             bucket = StateReader({"b": row[0], "c": row[1]}, None, ("b", "c"), at / f"[{i}]")
-            cursors[bucket.count("b")] = bucket.count("c")
+            number = bucket.optional_integer("b")
+            if number is None:
+                at.wrong(f"[{i}]", "a bucket number", row)
+            cursors[number] = bucket.count("c")
         return cls(cursors)
 
 
