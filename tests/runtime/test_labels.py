@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from driftstream.core.batch import Batch
-from driftstream.core.join import JoinState
+from driftstream.core.join import JoinState, hash_order
 from driftstream.core.settings import PREDICTION, SCORE
 from driftstream.runtime.decode import LABEL, ModelBatch
 from driftstream.runtime.labels import (
@@ -273,3 +273,21 @@ def test_joins_and_windows_do_not_depend_on_how_the_topics_interleave(client, un
     assert first.state.to_state() == second.state.to_state()
     assert first.live()[:2] == second.live()[:2]
     assert not math.isinf(first.state.pred_max)
+
+
+def test_known_ids_follow_additions_and_removals_like_a_set():
+    from driftstream.runtime.labels import KnownIds
+
+    rng = np.random.default_rng(4)
+    pool = [bytes(rng.integers(0, 256, 8, dtype=np.uint8)) for _ in range(3_000)]
+    expected: set[bytes] = set()
+    known = KnownIds()
+    for _ in range(40):
+        added = [pool[i] for i in rng.integers(0, len(pool), 200)]
+        removed = [pool[i] for i in rng.integers(0, len(pool), 150)]
+        removed = [k for k in removed if k not in added]
+        expected = (expected - set(removed)) | set(added)
+        known = known.updated(added, removed)
+        assert len(known) == len(expected)
+        assert known.contains(hash_order(pool)).tolist() == [k in expected for k in pool]
+    assert np.all(np.diff(known.numbers.astype(np.float64)) >= 0)

@@ -130,11 +130,14 @@ class KnownIds:
         return np.asarray(known[places] == numbers)
 
     def updated(self, added: Sequence[bytes], removed: Sequence[bytes]) -> KnownIds:
+        """The set after a commit: O(n) per batch (a set operation would sort all n ids)."""
         numbers = self.numbers
         if removed:
-            numbers = np.setdiff1d(numbers, hash_order(removed), assume_unique=True)
+            numbers = numbers[~_members(numbers, np.unique(hash_order(removed)))]
         if added:
-            numbers = np.union1d(numbers, hash_order(added))
+            new = np.unique(hash_order(added))
+            new = new[~KnownIds(numbers).contains(new)]
+            numbers = np.insert(numbers, np.searchsorted(numbers, new), new)
         return KnownIds(numbers)
 
     def __len__(self) -> int:
@@ -728,6 +731,15 @@ _PRED_FIELDS = tuple(PRED.fields or ())
 # A pair as its window's string holds it: the event hash, then the pair.
 PAIR_RECORD = np.dtype([("id", "S8"), *PAIR.descr])
 _TS = struct.Struct("<d")  # the event time that starts PRED and LABEL entries
+
+
+def _members(numbers: npt.NDArray[np.uint64], wanted: npt.NDArray[np.uint64]) -> np.ndarray:
+    """A mask of the entries of sorted ``numbers`` that are in sorted ``wanted``."""
+    mask = np.zeros(len(numbers), dtype=bool)
+    if len(numbers) and len(wanted):
+        places = np.minimum(np.searchsorted(numbers, wanted), len(numbers) - 1)
+        mask[places[numbers[places] == wanted]] = True
+    return mask
 
 
 def _first(numbers: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
