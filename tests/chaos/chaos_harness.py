@@ -137,16 +137,16 @@ class Traffic:
     """Good events (and their labels) for every model and bad records, produced in slices.
 
     Model ``m<i>`` lives on partition ``i`` (keyed by its id) of the
-    predictions topic and, with ``labels_topic``, of the labels topic, where
+    predictions topic and of the labels topic (``topics``: the config's), where
     its labels follow in the order a label source sends them. Bad records go
     to predictions partition 0 keyed ``m0``, at random places between good
     ones. A record's offset is its place in its stream: one producer writes
     each stream in order.
     """
 
-    def __init__(self, topic, good_per_model, bad, seed, labels_topic=None):
+    def __init__(self, topics, good_per_model, bad, seed):
         rng = random.Random(seed)
-        self.topic = topic
+        topic = topics.predictions
         self.streams = []  # (topic, partition, [(key, value, expected reason or None)])
         for number, model_id in enumerate(MODELS):
             half = good_per_model // 2
@@ -155,11 +155,10 @@ class Traffic:
         for _kind, reason, value in malformed(bad, seed):
             records = self.streams[0][2]
             records.insert(rng.randrange(len(records) + 1), (b"m0", value, reason))
-        if labels_topic is not None:
-            for number, model_id in enumerate(MODELS):
-                labels = label_events(good_per_model, seed + number, model_id=model_id)
-                key = model_id.encode()
-                self.streams.append((labels_topic, number, [(key, v, None) for v in labels]))
+        for number, model_id in enumerate(MODELS):
+            labels = label_events(good_per_model, seed + number, model_id=model_id)
+            key = model_id.encode()
+            self.streams.append((topics.labels, number, [(key, v, None) for v in labels]))
         # Interleave the streams at random, each in its own order.
         draws = [s for s, (_, _, records) in enumerate(self.streams) for _ in records]
         rng.shuffle(draws)

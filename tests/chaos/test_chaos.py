@@ -99,13 +99,7 @@ def test_kills_and_a_zombie_under_malformed_traffic(
     seed = random.randrange(1_000_000)
     kills = 30 if full else 10
     (_, oracle_config), (path, config) = configs(tmp_path, kafka_bootstrap, redis_url, unique)
-    traffic = Traffic(
-        config.kafka.topics.predictions,
-        30_000 if full else 6_000,
-        BAD_RECORDS,
-        seed,
-        config.kafka.topics.labels,
-    )
+    traffic = Traffic(config.kafka.topics, 30_000 if full else 6_000, BAD_RECORDS, seed)
     feeding = traffic.produce_in_background(kafka_bootstrap, 60 if full else 20)
     crew = Crew(path, 3, seed)
     try:
@@ -141,9 +135,7 @@ def test_redis_killed_and_restarted_with_aof(kafka_bootstrap, unique, tmp_path, 
     redis.start()
     try:
         (_, oracle_config), (path, config) = configs(tmp_path, kafka_bootstrap, redis.url, unique)
-        traffic = Traffic(
-            config.kafka.topics.predictions, 6_000, 2_000, seed, config.kafka.topics.labels
-        )
+        traffic = Traffic(config.kafka.topics, 6_000, 2_000, seed)
         feeding = traffic.produce_in_background(kafka_bootstrap, 45 if full else 25)
         crew = Crew(path, 2, seed)
         try:
@@ -178,9 +170,7 @@ def test_broker_frozen_and_resumed(redis_url, unique, tmp_path, full):
     with EmbeddedKafka(find_tansu({})) as broker:
         bootstrap = broker.bootstrap
         (_, oracle_config), (path, config) = configs(tmp_path, bootstrap, redis_url, unique)
-        traffic = Traffic(
-            config.kafka.topics.predictions, 6_000, 2_000, seed, config.kafka.topics.labels
-        )
+        traffic = Traffic(config.kafka.topics, 6_000, 2_000, seed)
         traffic.produce(bootstrap)
         crew = Crew(path, 2, seed)
         try:
@@ -216,9 +206,7 @@ def test_broker_restarted(redis_url, unique, tmp_path, full, monkeypatch):
         broker.start()
         bootstrap = broker.bootstrap
         (_, oracle_config), (path, config) = configs(tmp_path, bootstrap, redis_url, unique)
-        traffic = Traffic(
-            config.kafka.topics.predictions, 6_000, 2_000, seed, config.kafka.topics.labels
-        )
+        traffic = Traffic(config.kafka.topics, 6_000, 2_000, seed)
         traffic.produce(bootstrap)
         crew = Crew(path, 2, seed)
         try:

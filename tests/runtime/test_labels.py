@@ -65,7 +65,7 @@ class Unit:
         memory = self.memory if self.offset % 2 else None
         join = JoinBatch(self.store.join_buffer(MODEL), self.settings, state, memory)
         outcome = join.run(preds, labels)
-        self.memory = outcome.memory(memory, 1_000)
+        self.memory = outcome.memory()
         self.offset += 1
         self.store.commit(self.epoch, {"t": self.offset}, {}, [], ops=outcome.ops)
         self.state = outcome.state

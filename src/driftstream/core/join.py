@@ -58,6 +58,8 @@ PRED = np.dtype(
 LABEL = np.dtype([("ts", "<f8"), ("label", "<f8")])
 # A joined prediction: its entry with the label's appended.
 PAIR = np.dtype([*PRED.descr, ("label_ts", "<f8"), ("label", "<f8")])
+# A pair as its window's string holds it: the event hash, then the pair.
+PAIR_RECORD = np.dtype([("id", f"S{ID_BYTES}"), *PAIR.descr])
 
 SHARD_ENTRIES = 64  # entries per shard of the buffer at max_pending (runtime/labels.py)
 MAX_SHARDS = 65536  # a shard is picked by the id's first two bytes

@@ -132,7 +132,7 @@ class PerformanceMonitor:
         findings = []
         if self.reference is not None and len(pairs) >= self.settings.min_count:
             findings += self._judge_metrics(pairs, metrics)
-        findings += self._judge_errors(pairs, metrics)
+        findings += self._judge_errors(pairs)
         return findings
 
     def _names(self) -> set[str]:
@@ -170,7 +170,6 @@ class PerformanceMonitor:
                         severity,
                         pairs,
                         len(pairs) - 1,
-                        base,
                     )
                 )
         return findings
@@ -192,11 +191,12 @@ class PerformanceMonitor:
             return RESOLVED
         return None
 
-    def _judge_errors(self, pairs: WindowPairs, metrics: Mapping[str, float]) -> list[Finding]:
+    def _judge_errors(self, pairs: WindowPairs) -> list[Finding]:
         errors = self._errors(pairs)
         if not len(errors):
             return []
         rising = self._rising(errors)
+        value, expected = float(np.mean(errors)), self._reference_error()
         findings = []
         for name, detector in (("adwin", self.adwin), ("ddm", self.ddm)):
             if detector is None:
@@ -206,18 +206,16 @@ class PerformanceMonitor:
             changes = self.detector_episodes.advance(name, hits, self.seen + len(errors))
             for kind, position in changes:
                 row = min(max(position - self.seen, 0), len(errors) - 1)
-                value = float(np.mean(errors))
                 findings.append(
                     self._finding(
                         PERFORMANCE if kind != RESOLVED else RESOLVED,
                         name,
                         ERROR_RATE,
                         value,
-                        self._reference_error(),
+                        expected,
                         "info" if kind == RESOLVED else "warning",
                         pairs,
                         row,
-                        self._reference_error(),
                     )
                 )
         self.seen += len(errors)
@@ -230,6 +228,16 @@ class PerformanceMonitor:
             error = np.abs(pairs.labels.astype(np.float64) - pairs.predictions.astype(np.float64))
             return np.asarray(error / scale, dtype=np.float64)
         return (pairs.labels != pairs.predictions).astype(np.float64)
+
+    def baseline_of(self, statistic: str) -> float:
+        """The baseline's value of a finding's statistic (NaN when it has none).
+
+        For ``error_rate``: a classifier's baseline error rate; regression
+        errors are scaled by the baseline's MAE and have no rate to show.
+        """
+        if statistic == ERROR_RATE:
+            return math.nan if self.settings.regression else self._reference_error()
+        return baseline_value(self.reference, statistic)
 
     def _reference_error(self) -> float:
         if self.settings.regression:
@@ -260,7 +268,6 @@ class PerformanceMonitor:
         severity: str,
         pairs: WindowPairs,
         row: int,
-        base: float,
     ) -> Finding:
         version = "" if pairs.versions is None else str(pairs.versions[row])
         return Finding(

@@ -47,6 +47,7 @@ from driftstream.core.join import (
     ID_BYTES,
     LABEL,
     PAIR,
+    PAIR_RECORD,
     PRED,
     Codes,
     JoinState,
@@ -186,22 +187,19 @@ class JoinOutcome:
     counts: dict[str, int]
     delays: npt.NDArray[np.float64]  # label ts - prediction ts of each pair joined
     changes: tuple[dict[bytes, bytes | None], dict[bytes, bytes | None]]  # per side
+    paired: list[bytes]  # ids of the pairs this batch filed
+    judged: list[bytes]  # ids of the pairs this batch judged
+    before: Memory  # what the batch started from
 
-    def memory(self, before: Memory | None, limit: int) -> Memory:
+    def memory(self) -> Memory:
         """What to remember once this batch is committed."""
         preds, labels = self.changes
-        recent = before.recent if before else (Recent(limit), Recent(limit))
-        known = self.known_before
-        added, removed = self.joined_change
+        known, recent = self.before.known, self.before.recent
         return Memory(
             (_updated(known[0], preds), _updated(known[1], labels)),
             (recent[0].updated(preds), recent[1].updated(labels)),
-            self.joined_before.updated(added, removed),
+            self.before.joined.updated(self.paired, self.judged),
         )
-
-    known_before: tuple[KnownIds, KnownIds] = field(default=(KnownIds(), KnownIds()))
-    joined_before: KnownIds = field(default_factory=KnownIds)
-    joined_change: tuple[list[bytes], list[bytes]] = ([], [])  # ids paired, ids judged
 
 
 @dataclass
@@ -245,14 +243,11 @@ class JoinBatch:
         self.paired: dict[int, list[bytes]] = defaultdict(list)  # window -> new records
         self.paired_ids: set[bytes] = set()
         self.unpaired: list[bytes] = []  # ids of pairs judged in this batch
-        if memory is not None:
-            self.preds.known, self.labels.known = memory.known
-            self.preds.recent = memory.recent[0].entries
-            self.labels.recent = memory.recent[1].entries
-            self.joined = memory.joined
-        else:
-            self.preds.known, self.labels.known = self._known()
-            self.joined = self._joined()
+        self.memory = memory or self._recall()
+        self.preds.known, self.labels.known = self.memory.known
+        self.preds.recent = self.memory.recent[0].entries
+        self.labels.recent = self.memory.recent[1].entries
+        self.joined = self.memory.joined
         self.counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.delays: list[float] = []
         self.rewritten: dict[str, list[bytes] | None] = {}  # bucket key -> ids (None: delete)
@@ -260,20 +255,21 @@ class JoinBatch:
 
     # -- reads ----------------------------------------------------------------
 
-    def _known(self) -> tuple[KnownIds, KnownIds]:
-        """Every id the buckets list, per side (a superset of what the hashes hold)."""
-        found = []
+    def _recall(self) -> Memory:
+        """What a worker new to the join knows, read back from Redis.
+
+        Every id the buckets list, per side (a superset of what the hashes
+        hold), and exactly the ids in the pair strings of windows not judged.
+        """
+        known = []
         for name in ("pred", "label"):
             keys = [self.key_of(f"{name}:{b}") for b in sorted(self._buckets(name).cursors)]
-            found.append(KnownIds.from_blobs(self.buffer.strings(keys)))
-        return found[0], found[1]
-
-    def _joined(self) -> KnownIds:
-        """The ids in the pair strings of windows not judged yet."""
+            known.append(KnownIds.from_blobs(self.buffer.strings(keys)))
         keys = [self.key_of(f"pairs:{w}") for w in sorted(self.state.paired.cursors)]
-        records = [np.frombuffer(b or b"", dtype=PAIR_RECORD) for b in self.buffer.strings(keys)]
-        ids = np.concatenate([r["id"] for r in records]) if records else np.empty(0, "S8")
-        return KnownIds(np.unique(np.frombuffer(ids.tobytes(), ">u8").astype(np.uint64)))
+        pairs = [np.frombuffer(b or b"", dtype=PAIR_RECORD) for b in self.buffer.strings(keys)]
+        joined = KnownIds.from_blobs([p["id"].tobytes() for p in pairs])
+        recent = (Recent(RECENT_ENTRIES), Recent(RECENT_ENTRIES))
+        return Memory((known[0], known[1]), recent, joined)
 
     def _is_joined(self, key: bytes) -> bool:
         return key in self.paired_ids or bool(self.joined.contains(hash_order([key]))[0])
@@ -359,9 +355,9 @@ class JoinBatch:
             self.counts,
             delays,
             (self.preds.changed, self.labels.changed),
-            (self.preds.known, self.labels.known),
-            self.joined,
-            (list(self.paired_ids), self.unpaired),
+            list(self.paired_ids),
+            self.unpaired,
+            self.memory,
         )
 
     def _prediction_rows(
@@ -625,8 +621,7 @@ class JoinBatch:
         records = np.frombuffer(stored + b"".join(self.paired.pop(window, [])), dtype=PAIR_RECORD)
         self.rewritten[self.key_of(f"pairs:{window}")] = None
         self.state.paired.cursors.pop(window, None)
-        judged_ids = records["id"].tobytes()
-        self.unpaired.extend(judged_ids[i : i + 8] for i in range(0, len(judged_ids), 8))
+        self.unpaired.extend(_split_ids(records["id"].tobytes()))
         in_time = records["label_ts"] <= end + self.settings.wait_seconds
         self.counts[LATE] += int(len(records) - in_time.sum())
         records = records[in_time]
@@ -668,12 +663,11 @@ class JoinBatch:
 
     def _delete(self, name: str, side: _Side, key: bytes, outcome: str) -> None:
         side.changed[key] = None
+        self.counts[outcome] += 1
         if name == "pred":
             self.state.pending_predictions -= 1
-            self.counts[outcome] += 1
         else:
             self.state.pending_labels -= 1
-            self.counts[outcome] += 1
 
     def _evict(self, name: str, side: _Side, cap: int) -> None:
         """Drop the oldest entries, bucket by bucket, until at most ``cap`` remain."""
@@ -692,14 +686,13 @@ class JoinBatch:
                 if side.get(key) is not None:
                     self._delete(name, side, key, EVICTED)
                     count -= 1
-            if taken == len(ids):
-                self.rewritten[self.key_of(f"{name}:{bucket}")] = None
-                side.appended.pop(bucket, None)
-                del buckets.cursors[bucket]
-            else:
-                self.rewritten[self.key_of(f"{name}:{bucket}")] = ids[taken:]
-                side.appended.pop(bucket, None)
+            left = ids[taken:]
+            self.rewritten[self.key_of(f"{name}:{bucket}")] = left or None
+            side.appended.pop(bucket, None)
+            if left:
                 buckets.cursors[bucket] = 0
+            else:
+                del buckets.cursors[bucket]
 
     # -- writes ---------------------------------------------------------------
 
@@ -728,9 +721,10 @@ class JoinBatch:
 
 
 _PRED_FIELDS = tuple(PRED.fields or ())
-# A pair as its window's string holds it: the event hash, then the pair.
-PAIR_RECORD = np.dtype([("id", "S8"), *PAIR.descr])
 _TS = struct.Struct("<d")  # the event time that starts PRED and LABEL entries
+# Join entries a worker remembers per model and side (about 150 bytes each),
+# so labels find their predictions, and windows their pairs, without a read.
+RECENT_ENTRIES = 200_000
 
 
 def _members(numbers: npt.NDArray[np.uint64], wanted: npt.NDArray[np.uint64]) -> np.ndarray:

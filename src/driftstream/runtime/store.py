@@ -44,6 +44,7 @@ import orjson
 import redis
 from redis.backoff import AbstractBackoff, EqualJitterBackoff
 
+from driftstream.core.join import ID_BYTES, PAIR_RECORD
 from driftstream.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -355,10 +356,6 @@ class PartitionStore:
     def join_buffer(self, model_id: str) -> JoinBuffer:
         return JoinBuffer(self._client, self.join_key(model_id, ""), self._read)
 
-    @property
-    def client(self) -> redis.Redis:
-        return self._client
-
     def join_memory(self, model_id: str) -> int:
         """Bytes Redis reports for the model's join buffer in this unit (MEMORY USAGE)."""
         total = 0
@@ -442,11 +439,14 @@ class PartitionStore:
         for name, blob in strings:
             if ":pairs:" in name:
                 # Pairs are appended in the order they joined, which batch cuts
-                # decide; a window is judged sorted. Id + pair: 62-byte records.
-                found[name] = sorted(blob[i : i + 62] for i in range(0, len(blob), 62))
+                # decide; a window is judged sorted.
+                width = PAIR_RECORD.itemsize
+                found[name] = sorted(blob[i : i + width] for i in range(0, len(blob), width))
                 continue
             live = sides.get(name.rsplit(":", 1)[0], {})
-            ids = sorted({blob[i : i + 8] for i in range(0, len(blob), 8)} & live.keys())
+            ids = sorted(
+                {blob[i : i + ID_BYTES] for i in range(0, len(blob), ID_BYTES)} & live.keys()
+            )
             if ids:
                 found[name] = ids
         return found

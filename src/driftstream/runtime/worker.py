@@ -72,7 +72,7 @@ from driftstream.contract import UNKNOWN_TOPIC
 from driftstream.core.findings import Finding
 from driftstream.core.join import JoinState
 from driftstream.core.monitor import ModelMonitor
-from driftstream.core.performance_monitor import WindowPairs, baseline_value
+from driftstream.core.performance_monitor import WindowPairs
 from driftstream.runtime import routing
 from driftstream.runtime.alerts import Source, alert_event, dead_letter_headers, encode_alert
 from driftstream.runtime.decode import DeadLetter, Decoded, Decoder, ModelBatch, Record
@@ -94,9 +94,6 @@ log = logging.getLogger(__name__)
 # could not commit (Redis unavailable): they are processed again later.
 EXIT_UNCOMMITTED = 3
 FENCED_GRACE_SECONDS = 30.0
-# Join entries a worker remembers per model and side (about 150 bytes each),
-# so labels find their predictions, and windows their pairs, without a read.
-RECENT_ENTRIES = 200_000
 KAFKA_TIMEOUT_SECONDS = 10.0
 CLOSE_FLUSH_SECONDS = 5.0
 LIBRDKAFKA_MESSAGE_BYTES = 1_000_000  # librdkafka's default message.max.bytes
@@ -705,7 +702,10 @@ class Worker:
             pairs = _window_pairs(window, outcome.state, labels.join.regression)
             findings = monitor.judge(pairs)
             values = monitor.last_values
-            alerts += [self._performance_alert(model_id, window, f) for f in findings]
+            alerts += [
+                self._performance_alert(model_id, window, f, monitor.baseline_of(f.statistic))
+                for f in findings
+            ]
         blob = orjson.dumps({"join": outcome.state.to_state(), "performance": monitor.to_state()})
         return outcome, blob, alerts, values
 
@@ -722,23 +722,21 @@ class Worker:
                 labels.restore_monitor(saved["performance"]),
             )
         except (ValueError, TypeError, KeyError) as error:
-            name = label_state_name(model_id)
-            kept = QUARANTINE_NAME.format(name=name, epoch=unit.epoch)
-            unit.quarantined[kept] = blob
             unit.joins[model_id] = None
             unit.memory.pop(model_id, None)
-            self.metrics.state_quarantined.labels(model=model_id).inc()
-            log.error(
-                "partition %d: label state of model %r cannot be loaded: %s; kept it as %r and "
-                "started the join over (entries already in the buffer stay until they expire)",
-                unit.partition,
+            self._quarantine(
+                unit,
+                label_state_name(model_id),
                 model_id,
+                blob,
                 error,
-                kept,
+                "started the join over (entries already in its buffer are no longer tracked)",
             )
             return JoinState(), labels.new_monitor()
 
-    def _performance_alert(self, model_id: str, window: Window, finding: Finding) -> OutboxEntry:
+    def _performance_alert(
+        self, model_id: str, window: Window, finding: Finding, baseline: float
+    ) -> OutboxEntry:
         pair = window.pairs[finding.row]
         source = Source(
             self.config.kafka.topics.predictions, int(pair["partition"]), int(pair["offset"])
@@ -746,23 +744,16 @@ class Worker:
         event = alert_event(
             finding, role=LABELS, source=source, model_version=finding.model_version
         )
-        event["details"].update(self._performance_details(model_id, finding))
-        topic = self.config.kafka.topics.alerts
-        return OutboxEntry(event["alert_id"], topic, model_id.encode(), encode_alert(event))
-
-    def _performance_details(self, model_id: str, finding: Finding) -> dict[str, Any]:
         labels = self.models[model_id].labels
         assert labels is not None
-        statistic = "accuracy" if finding.statistic == "error_rate" else finding.statistic
-        base = baseline_value(labels.reference, statistic)
-        if finding.statistic == "error_rate" and not labels.join.regression:
-            base = 1.0 - base
-        return {
-            "baseline": _finite(base),
-            "window_value": _finite(finding.value),
-            "joined": int(finding.window_count),
-            "task": labels.performance.task,
-        }
+        event["details"].update(
+            baseline=_finite(baseline),
+            window_value=_finite(finding.value),
+            joined=int(finding.window_count),
+            task=labels.performance.task,
+        )
+        topic = self.config.kafka.topics.alerts
+        return OutboxEntry(event["alert_id"], topic, model_id.encode(), encode_alert(event))
 
     def _observe_join(
         self, model_id: str, outcome: JoinOutcome, values: Mapping[str, float] | None
@@ -795,21 +786,28 @@ class Worker:
         try:
             return spec.restore_monitor(role, orjson.loads(blob))
         except (ValueError, TypeError, KeyError) as error:
-            # One bad blob must not take the partition down: keep it for a
-            # post-mortem and start over from the baseline.
-            kept = QUARANTINE_NAME.format(name=name, epoch=unit.epoch)
-            unit.quarantined[kept] = blob
-            self.metrics.state_quarantined.labels(model=model_id).inc()
-            log.error(
-                "partition %d: state %r of model %r cannot be loaded: %s; kept it as %r and "
-                "started a fresh monitor from the baseline",
-                unit.partition,
-                name,
-                model_id,
-                error,
-                kept,
+            self._quarantine(
+                unit, name, model_id, blob, error, "started a fresh monitor from the baseline"
             )
             return spec.new_monitor(role)
+
+    def _quarantine(
+        self, unit: Unit, name: str, model_id: str, blob: bytes, error: Exception, then: str
+    ) -> None:
+        """Keep a blob that cannot be loaded for a post-mortem; one bad blob must not take
+        the partition down."""
+        kept = QUARANTINE_NAME.format(name=name, epoch=unit.epoch)
+        unit.quarantined[kept] = blob
+        self.metrics.state_quarantined.labels(model=model_id).inc()
+        log.error(
+            "partition %d: state %r of model %r cannot be loaded: %s; kept it as %r and %s",
+            unit.partition,
+            name,
+            model_id,
+            error,
+            kept,
+            then,
+        )
 
     def _alerts(
         self, batch: ModelBatch, findings: Sequence[Any], sources: Mapping[int, Source]
@@ -872,7 +870,7 @@ class Worker:
             unit.quarantined.pop(name, None)
         for model_id, outcome in prepared.joins.items():
             unit.joins[model_id] = prepared.states[label_state_name(model_id)]
-            unit.memory[model_id] = outcome.memory(unit.memory.get(model_id), RECENT_ENTRIES)
+            unit.memory[model_id] = outcome.memory()
             self._observe_join(model_id, outcome, prepared.performance.get(model_id))
         self.processed += len(records)
         self._count(prepared.decoded.consumed, prepared.decoded.dead, prepared.touched)
