@@ -386,3 +386,17 @@ def test_join_operations_land_with_the_commit_or_not_at_all(client, unique):
     assert snapshot["m:pred:7"] == sorted(ids)
     with pytest.raises(ValueError, match="not a join operation"):
         store.commit(epoch, {"t": 3}, {}, [], ops=[("hset:3", "elsewhere", b"", b"")])
+
+
+def test_join_operations_split_long_runs_of_one_shard(client, unique):
+    # More entries for one shard than one Redis call takes (the script splits runs).
+    store = make_store(client, unique)
+    epoch = store.claim().epoch
+    prefix = store.join_key("m", "pred:s")
+    ids = [i.to_bytes(8, "little") for i in range(5000)]
+    values = [i.to_bytes(4, "big") for i in range(5000)]
+    store.commit(epoch, {"t": 1}, {}, [], ops=[("hset:1", prefix, b"".join(ids), b"".join(values))])
+    assert client.hlen(f"{prefix}0") == 5000
+    store.commit(epoch, {"t": 2}, {}, [], ops=[("hdel:1", prefix, b"".join(ids[:4500]), b"")])
+    found = store.join_buffer("m").entries([(prefix, ids[4490:4510])], 1)
+    assert found == [[None] * 10 + values[4500:4510]]

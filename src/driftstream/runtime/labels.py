@@ -33,10 +33,10 @@ time rules that make the joins independent of how topics interleave.
 from __future__ import annotations
 
 import struct
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, islice
+from itertools import compress, islice, repeat
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,7 @@ from driftstream.core.join import (
     hash_order,
     sampled,
     shard_count,
+    shard_order,
 )
 from driftstream.core.settings import PREDICTION, SCORE
 from driftstream.runtime.decode import LABEL as LABEL_COLUMN
@@ -158,14 +159,39 @@ class Recent:
     limit: int
     entries: dict[bytes, bytes] = field(default_factory=dict)
 
-    def updated(self, changed: Mapping[bytes, bytes | None]) -> Recent:
+    def updated(self, changes: Changes) -> Recent:
         entries = self.entries  # the worker's own: changed only once a commit landed
-        entries.update((k, v) for k, v in changed.items() if v is not None)
-        for key in [k for k, v in changed.items() if v is None]:
-            entries.pop(key, None)
+        entries.update(zip(changes.keys, changes.values, strict=True))
+        deque(map(entries.pop, changes.deleted, repeat(None)), maxlen=0)
         for key in list(islice(entries, max(0, len(entries) - self.limit))):
             del entries[key]
         return self
+
+
+@dataclass(frozen=True)
+class Changes:
+    """One side's writes of a batch: ids stored, with their entries, and ids deleted."""
+
+    keys: list[bytes]
+    values: list[bytes]
+    deleted: list[bytes]
+
+    @classmethod
+    def of(cls, side: _Side) -> Changes:
+        """The side's changes; the deletion of an id Redis never held is dropped.
+
+        Such an id was stored and joined within this batch.
+        """
+        keys, values, deleted = [], [], []
+        for key, value in side.changed.items():
+            if value is None:
+                deleted.append(key)
+            else:
+                keys.append(key)
+                values.append(value)
+        if deleted:
+            deleted = list(compress(deleted, side.known.contains(hash_order(deleted)).tolist()))
+        return cls(keys, values, deleted)
 
 
 @dataclass
@@ -186,7 +212,7 @@ class JoinOutcome:
     windows: list[Window]
     counts: dict[str, int]
     delays: npt.NDArray[np.float64]  # label ts - prediction ts of each pair joined
-    changes: tuple[dict[bytes, bytes | None], dict[bytes, bytes | None]]  # per side
+    changes: tuple[Changes, Changes]  # predictions, labels
     paired: list[bytes]  # ids of the pairs this batch filed
     judged: list[bytes]  # ids of the pairs this batch judged
     before: Memory  # what the batch started from
@@ -196,7 +222,10 @@ class JoinOutcome:
         preds, labels = self.changes
         known, recent = self.before.known, self.before.recent
         return Memory(
-            (_updated(known[0], preds), _updated(known[1], labels)),
+            (
+                known[0].updated(preds.keys, preds.deleted),
+                known[1].updated(labels.keys, labels.deleted),
+            ),
             (recent[0].updated(preds), recent[1].updated(labels)),
             self.before.joined.updated(self.paired, self.judged),
         )
@@ -275,18 +304,17 @@ class JoinBatch:
         return key in self.paired_ids or bool(self.joined.contains(hash_order([key]))[0])
 
     def _fetch(self, wanted: Sequence[tuple[_Side, Sequence[bytes]]]) -> None:
-        """One round trip for every entry that may be stored and is not known yet."""
+        """One round trip for every entry that may be stored and is not known yet.
+
+        Ids outside the side's known set are absent: they are not looked at
+        one by one (most ids of a batch are new).
+        """
         asks = []
         for side, keys in wanted:
-            missing = side.missing(keys)
-            if not missing:
-                continue
-            stored = side.known.contains(hash_order(missing)).tolist()
+            maybe = compress(keys, side.known.contains(hash_order(keys)).tolist())
             read, recent, ask = side.read, side.recent, []
-            for key, maybe in zip(missing, stored, strict=True):
-                if not maybe:
-                    read[key] = None
-                elif key in recent:
+            for key in side.missing(list(maybe)):
+                if key in recent:
                     read[key] = recent[key]
                 else:
                     ask.append(key)
@@ -348,13 +376,14 @@ class JoinBatch:
         self._evict("pred", self.preds, self.settings.max_pending)
         self._evict("label", self.labels, self.settings.max_pending)
         delays = np.array(self.delays, dtype=np.float64)
+        changes = (Changes.of(self.preds), Changes.of(self.labels))
         return JoinOutcome(
             self.state,
-            self._ops(),
+            self._ops(changes),
             self.windows,
             self.counts,
             delays,
-            (self.preds.changed, self.labels.changed),
+            changes,
             list(self.paired_ids),
             self.unpaired,
             self.memory,
@@ -423,7 +452,7 @@ class JoinBatch:
         stored, one whose label waits is joined. The rest (maybe stored
         already, or repeated in the batch) go one by one, in order.
         """
-        packed, width = rows.tobytes(), PRED.itemsize
+        entries = _entries(rows)
         buckets = bucket_of(rows["ts"], self.settings.window_seconds)
         self.state.predictions.add(np.unique(buckets).tolist())
         numbers = hash_order(keys)
@@ -433,7 +462,7 @@ class JoinBatch:
         labels = [waiting.get(k) for k in keys]
         has_label = np.array([label is not None for label in labels], dtype=bool)
         fresh = np.flatnonzero(~slow & ~has_label).tolist()
-        self.preds.changed.update((keys[i], packed[i * width : (i + 1) * width]) for i in fresh)
+        self.preds.changed.update((keys[i], entries[i]) for i in fresh)
         self.state.pending_predictions += len(fresh)
         joinable = np.flatnonzero(~slow & has_label)
         if len(joinable):
@@ -445,8 +474,7 @@ class JoinBatch:
             self._pair_up(chosen, rows[joinable], found, store_orphans=True)
         stored = ~slow
         for i in np.flatnonzero(slow).tolist():
-            entry = packed[i * width : (i + 1) * width]
-            stored[i] = self._add_prediction(keys[i], entry, int(buckets[i]))
+            stored[i] = self._add_prediction(keys[i], entries[i], int(buckets[i]))
         appended = self.preds.appended
         for bucket in np.unique(buckets[stored]).tolist():
             appended[bucket].extend(compress(keys, (stored & (buckets == bucket)).tolist()))
@@ -472,7 +500,7 @@ class JoinBatch:
         Every label's bucket is noted, kept or not, so the live buckets do not
         depend on which labels happened to arrive before their prediction.
         """
-        packed, width = rows.tobytes(), LABEL.itemsize
+        entries = _entries(rows)
         buckets = bucket_of(rows["ts"], self.settings.window_seconds)
         self.state.labels.add(np.unique(buckets).tolist())
         stored = {**self.preds.read, **self.preds.changed}
@@ -490,15 +518,13 @@ class JoinBatch:
             self._pair_up([keys[i] for i in index], preds, rows[join], store_orphans=False)
         if wait.any():
             index = np.flatnonzero(wait).tolist()
-            self.labels.changed.update(
-                (keys[i], packed[i * width : (i + 1) * width]) for i in index
-            )
+            self.labels.changed.update((keys[i], entries[i]) for i in index)
             self.state.pending_labels += len(index)
             appended = self.labels.appended
             for bucket in np.unique(buckets[wait]).tolist():
                 appended[bucket].extend(compress(keys, (wait & (buckets == bucket)).tolist()))
         for i in np.flatnonzero(~join & ~wait).tolist():
-            self._add_label(keys[i], packed[i * width : (i + 1) * width], int(buckets[i]))
+            self._add_label(keys[i], entries[i], int(buckets[i]))
 
     def _add_label(self, key: bytes, entry: bytes, bucket: int) -> None:
         pred = self.preds.get(key)
@@ -533,10 +559,8 @@ class JoinBatch:
         self.delays.extend(delay[near].tolist())
         changed = self.preds.changed
         if store_orphans and not near.all():
-            raw, width = preds.tobytes(), PRED.itemsize
-            changed.update(
-                (keys[i], raw[i * width : (i + 1) * width]) for i in np.flatnonzero(~near).tolist()
-            )
+            entries = _entries(preds)
+            changed.update((keys[i], entries[i]) for i in np.flatnonzero(~near).tolist())
         judged = self.state.judged
         window = bucket_of(preds["ts"], self.settings.window_seconds)
         late = near & (window <= judged) if judged is not None else np.zeros(len(near), bool)
@@ -579,11 +603,9 @@ class JoinBatch:
         if not len(keys):
             return
         self.paired_ids.update(keys)
-        raw, width = records.tobytes(), PAIR_RECORD.itemsize
         for w in np.unique(windows).tolist():
             self.state.paired.add([w])
-            index = np.flatnonzero(windows == w).tolist()
-            self.paired[w].append(b"".join(raw[i * width : (i + 1) * width] for i in index))
+            self.paired[w].append(records[windows == w].tobytes())
 
     # -- windows, expiry, eviction -------------------------------------------
 
@@ -696,19 +718,16 @@ class JoinBatch:
 
     # -- writes ---------------------------------------------------------------
 
-    def _ops(self) -> list[Op]:
+    def _ops(self, changes: tuple[Changes, Changes]) -> list[Op]:
         ops: list[Op] = []
         shards = self.state.shards
-        for side in (self.preds, self.labels):
-            items = list(side.changed.items())
-            deleted = [k for k, v in items if v is None]
-            if deleted:
-                ops.append((f"hdel:{shards}", side.key, b"".join(deleted), b""))
-            widths = {len(v) for _, v in items if v is not None}
-            for width in sorted(widths):
-                chosen = [(k, v) for k, v in items if v is not None and len(v) == width]
-                keys = b"".join([k for k, _ in chosen])
-                ops.append((f"hset:{shards}", side.key, keys, b"".join([v for _, v in chosen])))
+        for side, change in zip((self.preds, self.labels), changes, strict=True):
+            if change.deleted:
+                ops.append((f"hdel:{shards}", side.key, *_by_shard(change.deleted, [], shards)))
+            if change.keys:
+                ops.append(
+                    (f"hset:{shards}", side.key, *_by_shard(change.keys, change.values, shards))
+                )
         for bucket_key, ids in self.rewritten.items():
             ops.append(("set", bucket_key, b"".join(ids or []), b""))
         for name, side in (("pred", self.preds), ("label", self.labels)):
@@ -727,6 +746,22 @@ _TS = struct.Struct("<d")  # the event time that starts PRED and LABEL entries
 RECENT_ENTRIES = 200_000
 
 
+def _by_shard(keys: list[bytes], values: list[bytes], shards: int) -> tuple[bytes, bytes]:
+    """Ids and their values (one width per side; none for a delete), packed in shard order."""
+    ids = b"".join(keys)
+    order = shard_order(hash_order(keys), shards)
+    packed_ids = np.frombuffer(ids, dtype="V8")[order].tobytes()
+    if not values:
+        return packed_ids, b""
+    width = len(values[0])
+    return packed_ids, np.frombuffer(b"".join(values), dtype=f"V{width}")[order].tobytes()
+
+
+def _entries(rows: npt.NDArray[Any]) -> list[bytes]:
+    """Each record's bytes, as Redis stores it."""
+    return list(np.frombuffer(rows.tobytes(), dtype=f"V{rows.dtype.itemsize}").tolist())
+
+
 def _members(numbers: npt.NDArray[np.uint64], wanted: npt.NDArray[np.uint64]) -> np.ndarray:
     """A mask of the entries of sorted ``numbers`` that are in sorted ``wanted``."""
     mask = np.zeros(len(numbers), dtype=bool)
@@ -743,12 +778,6 @@ def _first(numbers: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
     return first
 
 
-def _updated(known: KnownIds, changed: Mapping[bytes, bytes | None]) -> KnownIds:
-    added = [k for k, v in changed.items() if v is not None]
-    removed = [k for k, v in changed.items() if v is None]
-    return known.updated(added, removed)
-
-
 def _class_labels(values: np.ndarray) -> np.ndarray:
     """Predictions as class labels; a baseline may profile 0/1 predictions as numbers."""
     if values.dtype.kind == "f":
@@ -762,19 +791,9 @@ def _distinct(values: np.ndarray) -> tuple[list[Any], npt.NDArray[np.intp]]:
     Columns such as versions and classes hold a handful of values, so work
     per distinct value instead of per row.
     """
-    keys = np.array(["" if v is None else v for v in values.tolist()], dtype=object)
-    if not len(keys):
-        return [], np.empty(0, dtype=np.intp)
-    try:
-        found, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    except TypeError:  # mixed types cannot be sorted: fall back to a dict
-        index: dict[Any, int] = {}
-        rows = np.array([index.setdefault(k, len(index)) for k in keys.tolist()], dtype=np.intp)
-        return list(index), rows
-    order = np.argsort(first, kind="stable")
-    rank = np.empty(len(order), dtype=np.intp)
-    rank[order] = np.arange(len(order))
-    return found[order].tolist(), rank[inverse.ravel()]
+    index: dict[Any, int] = {}
+    rows = [index.setdefault("" if v is None else v, len(index)) for v in values.tolist()]
+    return list(index), np.array(rows, dtype=np.intp)
 
 
 def _encoded(codes: Codes, values: np.ndarray) -> npt.NDArray[np.uint16]:

@@ -115,39 +115,32 @@ end
 
 -- 6. The label join's writes. Entries travel packed (8-byte ids, fixed-width
 --    values) and are unpacked here, a few thousand arguments per call.
-local function flush(command, key, args)
-  if #args > 0 then
-    redis.call(command, key, unpack(args))
-  end
-  return {}
-end
 --    hset/hdel spread entries over sharded hashes named key .. shard, the
 --    shard read from the id's first two bytes (runtime/labels.py says why).
+--    The caller sorts entries by shard, so each run of one shard is one call;
+--    unsorted entries would only cost more calls.
+local byte, sub = string.byte, string.sub
+local function shard_at(ids, j, shards)
+  local hi, lo = byte(ids, j * 8 + 1, j * 8 + 2)
+  return (hi * 256 + lo) % shards
+end
 for i = first_op, #ARGV, 4 do
   local op, key, a, b = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
   local name, shards = string.match(op, '^(%a+):(%d+)$')
   if name == 'hset' or name == 'hdel' then
     shards = tonumber(shards)
-    local n = #a / 8
+    local command, n = string.upper(name), #a / 8
     local width = 0
     if name == 'hset' then width = #b / n end
-    local by_shard = {}
-    for j = 0, n - 1 do
-      local id = string.sub(a, j * 8 + 1, j * 8 + 8)
-      local shard = (string.byte(id, 1) * 256 + string.byte(id, 2)) % shards
-      local args = by_shard[shard]
-      if args == nil then
-        args = {}
-        by_shard[shard] = args
-      end
-      args[#args + 1] = id
-      if name == 'hset' then
-        args[#args + 1] = string.sub(b, j * width + 1, j * width + width)
-      end
-      if #args >= 4000 then by_shard[shard] = flush(string.upper(name), key .. shard, args) end
-    end
-    for shard, args in pairs(by_shard) do
-      flush(string.upper(name), key .. shard, args)
+    local j = 0
+    while j < n do
+      local shard, args = shard_at(a, j, shards), {}
+      repeat
+        args[#args + 1] = sub(a, j * 8 + 1, j * 8 + 8)
+        if width > 0 then args[#args + 1] = sub(b, j * width + 1, j * width + width) end
+        j = j + 1
+      until j == n or #args >= 4000 or shard_at(a, j, shards) ~= shard
+      redis.call(command, key .. shard, unpack(args))
     end
   elseif op == 'append' then
     redis.call('APPEND', key, a)
