@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands)
     _add_demo(commands)
+    _add_replay(commands)
+    _add_export(commands)
     _add_baseline(commands)
     _add_validate_config(commands)
     _add_topics(commands)
@@ -145,6 +147,163 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="print each alert as published (one JSON line), then a summary line",
     )
     parser.set_defaults(handler=run_demo_command)
+
+
+def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "replay",
+        help="backtest settings by replaying a topic range or a file export",
+        description=(
+            "Replay recorded events through the same decode, routing, monitors, label join "
+            "and alert building as `driftstream run`, with state in memory (no Redis), and "
+            "write alerts.jsonl (as published live, same alert ids), timeline.parquet (every "
+            "judged window), summary.json and report.html into --out. With --incidents, "
+            "score the alerts against known incidents: detection delay, misses, false alarms "
+            "per day. With --set, sweep settings over the same input, read once."
+        ),
+        epilog=(
+            "Input: --data FILE... (JSON lines, .jsonl or .jsonl.gz, one event per line; lines "
+            "of an export keep their Kafka topic, partition and offset), or a range of the "
+            "config's input topics with --from/--to (default: everything on the broker now). "
+            "Example: driftstream replay --config driftstream.yaml --data march.jsonl.gz "
+            "--incidents incidents.yaml --set models.fraud.detectors.page_hinkley.threshold="
+            "25,50,100 --out backtest/"
+        ),
+    )
+    parser.add_argument("--config", required=True, type=Path, help="the YAML config file")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="folder for the results (created if missing)"
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="JSON-lines files to replay",
+    )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        nargs="+",
+        default=[],
+        metavar="WHEN",
+        help=(
+            "start of the topic range: an RFC 3339 time (Kafka record timestamps, e.g. "
+            "2026-03-01T00:00:00Z) or topic:partition:offset places (default: the beginning)"
+        ),
+    )
+    parser.add_argument(
+        "--to",
+        dest="end",
+        nargs="+",
+        default=[],
+        metavar="WHEN",
+        help="end of the topic range, excluded; same forms (default: the end when it starts)",
+    )
+    parser.add_argument(
+        "--incidents",
+        type=Path,
+        help="YAML or JSON list of known incidents: {model_id, start, end?, features?, note?}",
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help=(
+            "sweep a config setting over values (repeatable; the cross product runs), e.g. "
+            "models.fraud.window.size=500,1000"
+        ),
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="records per micro-batch (default: the config's kafka.batch_size)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress line on the terminal")
+    parser.set_defaults(handler=run_replay_command)
+
+
+def run_replay_command(args: argparse.Namespace) -> int:
+    from driftstream.replay.incidents import IncidentError
+    from driftstream.replay.run import ReplayOptions, print_result, replay
+    from driftstream.replay.sources import SourceError
+    from driftstream.replay.sweep import SweepError
+
+    if args.batch_size is not None and args.batch_size < 1:
+        msg = f"--batch-size must be at least 1, got {args.batch_size}"
+        raise UsageError(msg)
+    options = ReplayOptions(
+        config=args.config,
+        out=args.out,
+        data=args.data,
+        start=args.start,
+        end=args.end,
+        incidents=args.incidents,
+        sets=args.sets,
+        batch_size=args.batch_size,
+        quiet=args.quiet,
+    )
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    try:
+        outcome = replay(options)
+    except (SourceError, SweepError, IncidentError) as error:
+        raise UsageError(str(error)) from None
+    print_result(outcome, args.out)
+    return 0
+
+
+def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="save a range of the input topics as a JSON-lines file to replay later",
+        description=(
+            "Read the config's input topics (predictions, features, labels) from --from to "
+            "--to with a plain consumer that joins no group and commits nothing, and write "
+            "one line per record that keeps its topic, partition, offset and key. "
+            "`driftstream replay --data FILE` on it raises the alerts, with the same ids, "
+            "that replaying the topics does."
+        ),
+    )
+    parser.add_argument("--config", required=True, type=Path, help="the YAML config file")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="the file to write (.jsonl, or .jsonl.gz)"
+    )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        nargs="+",
+        default=[],
+        metavar="WHEN",
+        help="an RFC 3339 time or topic:partition:offset places (default: the beginning)",
+    )
+    parser.add_argument(
+        "--to",
+        dest="end",
+        nargs="+",
+        default=[],
+        metavar="WHEN",
+        help="end of the range, excluded; same forms (default: the end when it starts)",
+    )
+    parser.set_defaults(handler=run_export_command)
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    from driftstream.replay.sources import SourceError, TopicSource, export, parse_bound
+
+    config = load_config(args.config)
+    try:
+        start = parse_bound(args.start, "--from") if args.start else None
+        end = parse_bound(args.end, "--to") if args.end else None
+        source = TopicSource(config, start, end)
+        source.open()
+    except SourceError as error:
+        raise UsageError(str(error)) from None
+    count = export(source, args.out, config.kafka.batch_size)
+    print(f"wrote {count:,} records to {args.out} ({source.description})")
+    return 0
 
 
 def _add_topics(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -41,3 +41,22 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data view (JSON-able)."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One judged window's value of one statistic, alert or not: a point of the timeline.
+
+    Monitors keep the readings of their last update (not state: the next
+    update replaces them), so a replay can chart every window.
+    """
+
+    column: str
+    statistic: str
+    reference: str
+    value: float
+    threshold: float | None
+    start: float
+    end: float
+    count: int
+    baseline: float | None = None  # performance metrics: the baseline's value

@@ -47,7 +47,7 @@ from driftstream.core.baseline import BaselineProfile, CategoricalProfile, Numer
 from driftstream.core.batch import Batch
 from driftstream.core.detectors import ADWIN, PageHinkley
 from driftstream.core.episodes import DetectorEpisodes, WindowEpisodes
-from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, Finding
+from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, Finding, Reading
 from driftstream.core.settings import (
     ADWIN as ADWIN_NAME,
 )
@@ -269,9 +269,11 @@ class ModelMonitor:
         self.detector_episodes = DetectorEpisodes(settings.episodes)
         self.events = 0
         self.last_values: dict[tuple[str, str, str], float] = {}
+        self.readings: list[Reading] = []  # of the windows the last update judged
 
     def update(self, batch: Batch) -> list[Finding]:
         """Feed one micro-batch; returns the findings it triggered, by row."""
+        self.readings = []
         columns = {name: watch.column(batch) for name, watch in self.watches.items()}
         findings: list[Finding] = []
         for name, watch in self.watches.items():
@@ -352,6 +354,18 @@ class ModelMonitor:
             for setting in watch.feature.statistics:
                 value = watch.statistic(setting.name, reference)
                 self.last_values[(watch.feature.name, setting.name, reference)] = value
+                self.readings.append(
+                    Reading(
+                        watch.feature.name,
+                        setting.name,
+                        reference,
+                        value,
+                        setting.threshold,
+                        bounds.start,
+                        bounds.end,
+                        bounds.count,
+                    )
+                )
                 info = stats.STATISTICS[setting.name]
                 key = f"{watch.feature.name}|{setting.name}|{reference}"
                 kind = self.window_episodes.observe(

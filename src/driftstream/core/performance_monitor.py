@@ -37,7 +37,7 @@ from driftstream.core import performance
 from driftstream.core.detectors import ADWIN
 from driftstream.core.detectors.ddm import DDM
 from driftstream.core.episodes import DetectorEpisodes
-from driftstream.core.findings import BASELINE, RESOLVED, Finding
+from driftstream.core.findings import BASELINE, RESOLVED, Finding, Reading
 from driftstream.core.settings import DEFAULT_ADWIN, EpisodeSettings
 from driftstream.core.state import STATE_VERSION, StatePath, StateReader
 
@@ -123,6 +123,7 @@ class PerformanceMonitor:
         self.ddm = DDM(warm_start=DDM_WARM_START) if ddm else None
         self.seen = 0  # pairs fed to the detectors so far
         self.last_values: dict[str, float] = {}
+        self.readings: list[Reading] = []  # of the last window judged, one per metric
 
     # -- one window -------------------------------------------------------------
 
@@ -130,8 +131,23 @@ class PerformanceMonitor:
         metrics = self._metrics(pairs)
         self.last_values = {k: v for k, v in metrics.items() if k in self._names()}
         findings = []
+        thresholds: dict[str, float] = {}
         if self.reference is not None and len(pairs) >= self.settings.min_count:
-            findings += self._judge_metrics(pairs, metrics)
+            findings += self._judge_metrics(pairs, metrics, thresholds)
+        self.readings = [
+            Reading(
+                FEATURE,
+                m.name,
+                BASELINE,
+                metrics.get(m.name, math.nan),
+                thresholds.get(m.name),
+                pairs.start,
+                pairs.end,
+                len(pairs),
+                baseline_value(self.reference, m.name),
+            )
+            for m in self.settings.judged_metrics()
+        ]
         findings += self._judge_errors(pairs)
         return findings
 
@@ -145,7 +161,10 @@ class PerformanceMonitor:
             pairs.labels, pairs.predictions, pairs.scores, self.settings.positive
         )
 
-    def _judge_metrics(self, pairs: WindowPairs, metrics: Mapping[str, float]) -> list[Finding]:
+    def _judge_metrics(
+        self, pairs: WindowPairs, metrics: Mapping[str, float], thresholds: dict[str, float]
+    ) -> list[Finding]:
+        """Findings of the window's metrics; fills ``thresholds`` with each one's bound."""
         assert self.reference is not None
         findings = []
         for metric in self.settings.judged_metrics():
@@ -156,6 +175,7 @@ class PerformanceMonitor:
             worse, threshold = performance.judge(
                 metric.name, self.reference, value, len(pairs), **options
             )
+            thresholds[metric.name] = threshold
             kind = self._episode(metric.name, worse, math.isnan(value))
             if kind is not None:
                 base = baseline_value(self.reference, metric.name)

@@ -62,7 +62,7 @@ from driftstream.core.join import (
 from driftstream.core.settings import PREDICTION, SCORE
 from driftstream.runtime.decode import LABEL as LABEL_COLUMN
 from driftstream.runtime.decode import ModelBatch
-from driftstream.runtime.store import JoinBuffer
+from driftstream.runtime.store import JoinReads
 
 # Outcomes counted in driftstream_labels_total{outcome}.
 JOINED = "joined"
@@ -256,7 +256,7 @@ class JoinBatch:
 
     def __init__(
         self,
-        buffer: JoinBuffer,
+        buffer: JoinReads,
         settings: JoinSettings,
         state: JoinState,
         memory: Memory | None = None,

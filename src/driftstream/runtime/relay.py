@@ -30,7 +30,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from driftstream.runtime.alerts import HEADER_REASON
 from driftstream.runtime.metrics import Metrics
-from driftstream.runtime.store import OutboxEntry, PartitionStore
+from driftstream.runtime.store import OutboxEntry, UnitStore
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Relay:
         self._confirmed: dict[int, list[OutboxEntry]] = defaultdict(list)
         self._failed: list[tuple[OutboxEntry, object]] = []
 
-    def publish(self, store: PartitionStore) -> int:
+    def publish(self, store: UnitStore) -> int:
         """Send what ``store`` has pending, delete what was delivered; returns how many remain.
 
         Raises only ``redis.RedisError``: Kafka's refusals are counted and the

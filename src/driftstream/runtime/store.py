@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import orjson
 import redis
@@ -214,6 +214,18 @@ class JoinBuffer:
         return cast(list[bytes | None], self._client.mget(keys)) if keys else []
 
 
+class JoinReads(Protocol):
+    """What the label join reads of its buffer (``JoinBuffer``, or a replay's in memory)."""
+
+    def key(self, name: str) -> str: ...
+
+    def entries(
+        self, requests: Sequence[tuple[str, Sequence[bytes]]], shards: int
+    ) -> list[list[bytes | None]]: ...
+
+    def strings(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+
 class Fenced(Exception):
     """The unit's stored epoch is not this worker's; it must stop writing.
 
@@ -246,6 +258,40 @@ class OutboxEntry:
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int | None = None  # None: the producer's partitioner picks one
+
+
+class UnitStore(Protocol):
+    """What a worker needs of a unit's store: ``PartitionStore``, or a replay's in memory."""
+
+    group: str
+    partition: int
+    partitions_seen: dict[str, set[int]]
+
+    def claim(self) -> Claim: ...
+
+    def load(self, names: Iterable[str]) -> dict[str, bytes]: ...
+
+    def commit(
+        self,
+        epoch: int,
+        offsets: Mapping[str, int],
+        states: Mapping[str, bytes],
+        outbox: Sequence[OutboxEntry],
+        register: Sequence[str] = (),
+        ops: Sequence[tuple[str, str, bytes, bytes]] = (),
+    ) -> str: ...
+
+    def join_buffer(self, model_id: str) -> JoinReads: ...
+
+    def model_partitions(self, model_id: str) -> set[int]: ...
+
+    def pending(self, limit: int = 1000) -> list[OutboxEntry]: ...
+
+    def delete(self, ids: Sequence[str]) -> int: ...
+
+    def outbox_size(self) -> int: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 def unit_key(prefix: str, group: str, partition: int, name: str) -> str:
@@ -310,7 +356,7 @@ class PartitionStore:
         the label join's writes (``runtime/labels.py``), on keys of this
         unit made by ``join_key``.
         """
-        _check_commit(epoch, offsets)
+        check_commit(epoch, offsets)
         self.partitions_seen = {}
         args: list[Any] = [
             epoch,
@@ -410,39 +456,18 @@ class PartitionStore:
         }
 
     def _join_snapshot(self) -> dict[str, Any]:
-        """The label join's buffer as it matters: entries, and each bucket's ids still waiting.
-
-        Sharded hashes are merged per side. A bucket's string may also hold
-        ids that left the buffer (joined and judged) at moments that depend
-        on batch cuts, so only live ids count.
-        """
         pattern = _glob_escape(self._join_prefix) + "*"
-        keys = sorted(k.decode() for k in self._client.scan_iter(match=pattern))
-        sides: dict[str, dict[bytes, bytes]] = {}
-        strings = []
-        for key in keys:
+        hashes: dict[str, dict[bytes, bytes]] = {}
+        strings: dict[str, bytes] = {}
+        for raw in self._client.scan_iter(match=pattern):
+            key = raw.decode()
             name = key[len(self._join_prefix) :]
             if self._client.type(key) == b"hash":
-                side = name.rsplit(":s", 1)[0]
                 entries = cast(dict[bytes, bytes], self._client.hgetall(key))
-                sides.setdefault(side, {}).update(entries)
+                hashes.setdefault(name.rsplit(":s", 1)[0], {}).update(entries)
             else:
-                strings.append((name, cast(bytes, self._client.get(key) or b"")))
-        found: dict[str, Any] = dict(sides)
-        for name, blob in strings:
-            if ":pairs:" in name:
-                # Pairs are appended in the order they joined, which batch cuts
-                # decide; a window is judged sorted.
-                width = PAIR_RECORD.itemsize
-                found[name] = sorted(blob[i : i + width] for i in range(0, len(blob), width))
-                continue
-            live = sides.get(name.rsplit(":", 1)[0], {})
-            ids = sorted(
-                {blob[i : i + ID_BYTES] for i in range(0, len(blob), ID_BYTES)} & live.keys()
-            )
-            if ids:
-                found[name] = ids
-        return found
+                strings[name] = cast(bytes, self._client.get(key) or b"")
+        return join_snapshot(hashes, strings)
 
     def _answer(self, epoch: int, reply: list[Any]) -> str:
         status = reply[0].decode()
@@ -460,6 +485,31 @@ class PartitionStore:
             )
             raise OffsetConflict(msg)
         return str(status)
+
+
+def join_snapshot(
+    hashes: Mapping[str, dict[bytes, bytes]], strings: Mapping[str, bytes]
+) -> dict[str, Any]:
+    """A unit's label-join buffer as it matters, to compare runs.
+
+    ``hashes`` maps each side (``<model>:pred``, shards merged) to its
+    entries, ``strings`` each bucket or window string to its bytes. A
+    bucket's string may also hold ids that left the buffer (joined and
+    judged) at moments that depend on batch cuts, so only live ids count;
+    pairs are appended in the order they joined, which batch cuts decide,
+    and a window is judged sorted.
+    """
+    found: dict[str, Any] = dict(hashes)
+    for name, blob in sorted(strings.items()):
+        if ":pairs:" in name:
+            width = PAIR_RECORD.itemsize
+            found[name] = sorted(blob[i : i + width] for i in range(0, len(blob), width))
+            continue
+        live = hashes.get(name.rsplit(":", 1)[0], {})
+        ids = sorted({blob[i : i + ID_BYTES] for i in range(0, len(blob), ID_BYTES)} & live.keys())
+        if ids:
+            found[name] = ids
+    return found
 
 
 def default_backoff() -> AbstractBackoff:
@@ -597,7 +647,7 @@ def _check_unit(client: redis.Redis, prefix: str, group: str, partition: int) ->
         raise ValueError(msg)
 
 
-def _check_commit(epoch: int, offsets: Mapping[str, int]) -> None:
+def check_commit(epoch: int, offsets: Mapping[str, int]) -> None:
     if epoch < 1:
         msg = f"epoch must come from claim() (at least 1), got {epoch}"
         raise ValueError(msg)

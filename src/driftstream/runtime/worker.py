@@ -51,7 +51,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -69,7 +69,7 @@ from redis.backoff import AbstractBackoff
 
 from driftstream.config import Config
 from driftstream.contract import UNKNOWN_TOPIC
-from driftstream.core.findings import Finding
+from driftstream.core.findings import Finding, Reading
 from driftstream.core.join import JoinState
 from driftstream.core.monitor import ModelMonitor
 from driftstream.core.performance_monitor import WindowPairs
@@ -85,6 +85,7 @@ from driftstream.runtime.store import (
     Fenced,
     OutboxEntry,
     PartitionStore,
+    UnitStore,
     default_backoff,
 )
 
@@ -102,6 +103,22 @@ QUARANTINE_NAME = "quarantined:{name}:epoch-{epoch}"
 
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 ProducerFactory = Callable[[dict[str, Any]], Producer]
+StoreFactory = Callable[[int], UnitStore]  # partition number -> the unit's store
+
+
+class Watcher(Protocol):
+    """Hears what each commit carried, once it landed (a replay's timeline and clocks)."""
+
+    def consumed(self, batch: ModelBatch) -> None:
+        """One model's decoded events of one role."""
+
+    def judged(self, model_id: str, role: str, readings: Sequence[Reading]) -> None:
+        """The windows one model's monitor of ``role`` judged (``labels``: performance)."""
+
+
+# A labelled model's join of one batch: what it did, its state blob, its
+# alerts, its latest metrics, and the windows it judged.
+JoinResult = tuple[JoinOutcome, bytes, list[OutboxEntry], dict[str, float], list[Reading]]
 
 
 @dataclass
@@ -121,6 +138,7 @@ class Prepared:
     ops: list[tuple[str, str, bytes, bytes]] = field(default_factory=list)  # the join's writes
     joins: dict[str, JoinOutcome] = field(default_factory=dict)  # model -> what its join did
     performance: dict[str, dict[str, float]] = field(default_factory=dict)  # latest metrics
+    readings: list[tuple[str, str, list[Reading]]] = field(default_factory=list)  # judged windows
 
 
 @dataclass
@@ -137,7 +155,7 @@ class Unit:
     """Partition ``partition`` of every input topic, owned under ``epoch`` (0: not claimed)."""
 
     partition: int
-    store: PartitionStore
+    store: UnitStore
     epoch: int = 0
     offsets: dict[str, int] = field(default_factory=dict)  # committed in Redis
     position: dict[str, int] = field(default_factory=dict)  # next offset to take
@@ -163,9 +181,12 @@ class Worker:
 
     The Kafka clients come from ``consumer_factory`` and ``producer_factory``
     (called with the settings built below; confluent-kafka's by default), so
-    tests can run ``step()`` on an in-memory broker. ``backoff`` spaces the
-    retries after Redis or relay failures (redis-py's backoff classes;
-    capped exponential with jitter by default) and ``clock`` measures them.
+    tests can run ``step()`` on an in-memory broker. Each partition unit's
+    store comes from ``store_factory`` (Redis through ``redis_client`` by
+    default; a replay keeps it in memory). ``backoff`` spaces the retries
+    after Redis or relay failures (redis-py's backoff classes; capped
+    exponential with jitter by default) and ``clock`` measures them.
+    ``watcher``, when given, hears of the events and windows of every commit.
     """
 
     def __init__(
@@ -173,16 +194,23 @@ class Worker:
         config: Config,
         models: Mapping[str, ModelSpec],
         *,
-        redis_client: redis.Redis,
+        redis_client: redis.Redis | None = None,
         metrics: Metrics,
         consumer_factory: ConsumerFactory = Consumer,
         producer_factory: ProducerFactory = Producer,
+        store_factory: StoreFactory | None = None,
         backoff: AbstractBackoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        watcher: Watcher | None = None,
     ) -> None:
+        if redis_client is None and store_factory is None:
+            msg = "a worker needs a redis_client or a store_factory"
+            raise ValueError(msg)
         self.config = config
         self.models = models
         self.redis = redis_client
+        self.store_factory = store_factory
+        self.watcher = watcher
         self.metrics = metrics
         self.clock = clock
         topics = config.kafka.topics
@@ -301,7 +329,10 @@ class Worker:
         self.metrics.partitions_owned.set(self._owned())
         log.info("released partitions %s", sorted({tp.partition for tp in partitions}))
 
-    def _store(self, number: int) -> PartitionStore:
+    def _store(self, number: int) -> UnitStore:
+        if self.store_factory is not None:
+            return self.store_factory(number)
+        assert self.redis is not None
         return PartitionStore(
             self.redis,
             prefix=self.config.redis.key_prefix,
@@ -505,18 +536,21 @@ class Worker:
         monitors = self._load(unit, monitor_batches)
         joined = self._join(unit, decoded.batches, sources)  # reads Redis: before any update
         touched: dict[str, ModelMonitor] = {}
+        readings = []
         for batch in monitor_batches:
             name = state_name(batch.role, batch.model_id)
             monitor = monitors[name]
             outbox += self._alerts(batch, monitor.update(batch.batch), sources)
             touched[name] = monitor
+            readings.append((batch.model_id, batch.role, monitor.readings))
         states = {name: orjson.dumps(m.to_state()) for name, m in touched.items()}
         ops: list[tuple[str, str, bytes, bytes]] = []
         performance: dict[str, dict[str, float]] = {}
-        for model_id, (outcome, blob, alerts, values) in joined.items():
+        for model_id, (outcome, blob, alerts, values, judged) in joined.items():
             states[label_state_name(model_id)] = blob
             outbox += alerts
             ops += outcome.ops
+            readings.append((model_id, LABELS, judged))
             if values:
                 performance[model_id] = values
         states.update(unit.quarantined)
@@ -537,6 +571,7 @@ class Worker:
             ops,
             {model_id: found[0] for model_id, found in joined.items()},
             performance,
+            readings,
         )
 
     def _load_routing(self, unit: Unit) -> routing.RoutingState:
@@ -662,7 +697,7 @@ class Worker:
 
     def _join(
         self, unit: Unit, batches: Sequence[ModelBatch], sources: Mapping[int, Source]
-    ) -> dict[str, tuple[JoinOutcome, bytes, list[OutboxEntry], dict[str, float]]]:
+    ) -> dict[str, JoinResult]:
         """Each labelled model's join for this batch, on copies: the unit changes only on commit."""
         sides: dict[str, dict[str, ModelBatch]] = defaultdict(dict)
         for batch in batches:
@@ -689,7 +724,7 @@ class Worker:
         model_id: str,
         sides: Mapping[str, ModelBatch],
         places: Mapping[int, tuple[int, int]],
-    ) -> tuple[JoinOutcome, bytes, list[OutboxEntry], dict[str, float]]:
+    ) -> JoinResult:
         labels = self.models[model_id].labels
         assert labels is not None
         state, monitor = self._label_state(unit, model_id)
@@ -698,16 +733,18 @@ class Worker:
         outcome = join.run(sides.get(PREDICTIONS), sides.get(LABELS), places)
         alerts: list[OutboxEntry] = []
         values: dict[str, float] = {}
+        readings: list[Reading] = []
         for window in outcome.windows:
             pairs = _window_pairs(window, outcome.state, labels.join.regression)
             findings = monitor.judge(pairs)
             values = monitor.last_values
+            readings += monitor.readings
             alerts += [
                 self._performance_alert(model_id, window, f, monitor.baseline_of(f.statistic))
                 for f in findings
             ]
         blob = orjson.dumps({"join": outcome.state.to_state(), "performance": monitor.to_state()})
-        return outcome, blob, alerts, values
+        return outcome, blob, alerts, values, readings
 
     def _label_state(self, unit: Unit, model_id: str) -> tuple[JoinState, Any]:
         labels = self.models[model_id].labels
@@ -874,6 +911,12 @@ class Worker:
             self._observe_join(model_id, outcome, prepared.performance.get(model_id))
         self.processed += len(records)
         self._count(prepared.decoded.consumed, prepared.decoded.dead, prepared.touched)
+        if self.watcher is not None:
+            for batch in prepared.decoded.batches:
+                self.watcher.consumed(batch)
+            for model_id, role, readings in prepared.readings:
+                if readings:
+                    self.watcher.judged(model_id, role, readings)
         if prepared.outbox:
             unit.relay_due = True
         self._commit_to_kafka(unit, prepared.offsets)
