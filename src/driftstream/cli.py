@@ -142,6 +142,15 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     parser.add_argument(
+        "--save",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "also write the demo's records (events.jsonl.gz), config, baseline and known "
+            "incidents to DIR, ready for `driftstream replay`"
+        ),
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print each alert as published (one JSON line), then a summary line",
@@ -527,7 +536,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
         msg = f"--concept-at {concept_at} must lie between 0 and --events {args.events}"
         raise UsageError(msg)
     labels = None if args.no_labels else concept_at
-    return run_demo(args.events, drift_at, args.seed, args.json, os.environ, concept_at=labels)
+    return run_demo(
+        args.events, drift_at, args.seed, args.json, os.environ, concept_at=labels, save=args.save
+    )
 
 
 def run_topics_create(args: argparse.Namespace) -> int:

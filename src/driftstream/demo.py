@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import orjson
+import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -90,8 +91,12 @@ def run_demo(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     concept_at: int | None = None,
+    save: Path | None = None,
 ) -> int:
-    """Run the demo; ``concept_at`` None produces no labels."""
+    """Run the demo; ``concept_at`` None produces no labels.
+
+    With ``save``, the folder gets what a backtest of the demo needs (``_save``).
+    """
     run_id = uuid.uuid4().hex[:8]
     with contextlib.ExitStack() as stack:
         err.write("starting embedded Kafka (Tansu) and Redis ...\n")
@@ -108,6 +113,8 @@ def run_demo(
         total = events + traffic.labels
         _drain(worker, total, Progress(total, err))
         alerts = _read_alerts(config, _published(worker))
+        if save is not None:
+            _save(save, config, traffic, err)
     _report(alerts, events, traffic, as_json, out)
     return 0
 
@@ -208,6 +215,61 @@ def _produce(
         None if concept_at is None or concept_at >= events else ts[concept_at],
         labels,
     )
+
+
+def _save(folder: Path, config: Config, traffic: Traffic, err: TextIO) -> None:
+    """The demo's topics as an export, its config, baseline and known incidents.
+
+    ``driftstream replay --config config.yaml --data events.jsonl.gz
+    --incidents incidents.yaml`` then replays exactly what the worker read.
+    """
+    from driftstream.replay.sources import TopicSource, export
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = config.models[synthetic.MODEL_ID]
+    (folder / "baseline.json").write_bytes(Path(model.baseline).read_bytes())
+    topics = config.kafka.topics
+    section: dict[str, Any] = {"baseline": "baseline.json"}
+    if model.labels is not None:
+        section["labels"] = DEMO_LABELS
+    document = {
+        "models": {synthetic.MODEL_ID: section},
+        "kafka": {
+            "group_id": config.kafka.group_id,
+            "partitions": config.kafka.partitions,
+            "topics": {
+                name: getattr(topics, name)
+                for name in ("predictions", "features", "labels", "alerts", "dlq")
+            },
+        },
+        "redis": {"key_prefix": config.redis.key_prefix},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    incidents = []
+    if traffic.drift_ts is not None:
+        moved = [*DRIFTED, "__score__", "__prediction__"]  # the outputs follow their inputs
+        incidents.append(
+            {
+                "model_id": synthetic.MODEL_ID,
+                "start": traffic.drift_ts,
+                "features": moved,
+                "note": "injected drift of " + ", ".join(DRIFTED),
+            }
+        )
+    if traffic.concept_ts is not None:
+        incidents.append(
+            {
+                "model_id": synthetic.MODEL_ID,
+                "start": traffic.concept_ts,
+                "features": ["__performance__"],
+                "note": "concept drift: labels follow a new relationship to the features",
+            }
+        )
+    (folder / "incidents.yaml").write_text(yaml.safe_dump(incidents, sort_keys=False))
+    source = TopicSource(config, None, None)
+    source.open()
+    count = export(source, folder / "events.jsonl.gz", config.kafka.batch_size)
+    err.write(f"saved {count:,} records, the config, baseline and incidents to {folder}\n")
 
 
 def _labels(parts: list[tuple[int, int, int, Any]], concept_at: int) -> list[str]:

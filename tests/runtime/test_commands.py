@@ -22,8 +22,20 @@ def run(*args, env=None, timeout=170):
     return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_demo_json_meets_its_contract():
-    result = run("demo", "--events", "12000", "--drift-at", "6000", "--seed", "7", "--json")
+def test_demo_json_meets_its_contract(tmp_path):
+    saved = tmp_path / "demo"
+    result = run(
+        "demo",
+        "--events",
+        "12000",
+        "--drift-at",
+        "6000",
+        "--seed",
+        "7",
+        "--json",
+        "--save",
+        str(saved),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     summary = lines[-1]["summary"]
@@ -36,6 +48,26 @@ def test_demo_json_meets_its_contract():
     assert all(a["event_time"] >= summary["drift_at_ts"] for a in drifts)
     assert {a["feature"] for a in drifts} >= set(summary["drifted_features"])
     assert "events processed" in result.stderr  # the progress display
+    # What --save wrote replays to the alerts the demo's worker published.
+    out = tmp_path / "backtest"
+    replayed = run(
+        "replay",
+        "--config",
+        str(saved / "config.yaml"),
+        "--data",
+        str(saved / "events.jsonl.gz"),
+        "--incidents",
+        str(saved / "incidents.yaml"),
+        "--out",
+        str(out),
+    )
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    published = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    assert {a["alert_id"] for a in published} == {a["alert_id"] for a in alerts}
+    backtest = json.loads((out / "summary.json").read_text())
+    assert [i["model_id"] for i in backtest["incidents"]] == ["fraud-detector"] * 2
+    assert all(i["caught_by"] for i in backtest["incidents"])
+    assert "incidents caught by any alert (first setting): 2 of 2" in replayed.stdout
 
 
 def test_demo_catches_the_concept_drift_with_labels_and_nothing_before_it():

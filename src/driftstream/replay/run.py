@@ -16,6 +16,7 @@ With a sweep (``--set``), each setting's alerts and timeline go to
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import Counter
@@ -185,10 +186,29 @@ def _summary(
         "dead_letters": dict(shown_run.dead_letters()),
         "bad_lines": _bad_lines(source),
         "models": _models(shown_run, shown_alerts, incidents),
-        "incidents": [] if shown_card is None else shown_card["per_incident"],
+        "incidents": [] if shown_card is None else _first_caught(shown_card),
         "replay_seconds": round(elapsed, 3),
         "records_per_second": round(records / elapsed) if elapsed > 0 else None,
     }
+
+
+def _first_caught(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each incident as the earlier of its drift-family and performance detections.
+
+    An incident of the model's outputs (a concept drift) is caught by
+    performance alerts only, one of its inputs mostly by drift alerts: a
+    person asks whether and when any alert caught it.
+    """
+    merged = []
+    drift = card["per_incident"]
+    performance = (card.get("performance") or {}).get("per_incident") or [None] * len(drift)
+    for first, second in zip(drift, performance, strict=True):
+        chosen = dict(first, caught_by="drift" if first["detected"] else None)
+        later = first["delay_seconds"] if first["detected"] else math.inf
+        if second is not None and second["detected"] and second["delay_seconds"] < later:
+            chosen = dict(second, caught_by="performance")
+        merged.append(chosen)
+    return merged
 
 
 def _card(card: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -313,6 +333,15 @@ def _timeline_table(run: SettingRun, alerts: Sequence[bytes]) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
+def _scored(card: dict[str, Any]) -> str:
+    delay = card["delay_seconds_median"]
+    shown = "-" if delay is None else f"{delay:.1f} s"
+    return (
+        f"caught {card['detected']} of {card['incidents']} incidents, median delay {shown}, "
+        f"{card['false_alarms_per_day']:.2f} false alarms/day"
+    )
+
+
 def print_result(outcome: Outcome, out: Path, stream: TextIO | None = None) -> None:
     """The lines a person reads at the end of a replay."""
     stream = stream if stream is not None else sys.stdout
@@ -327,15 +356,19 @@ def print_result(outcome: Outcome, out: Path, stream: TextIO | None = None) -> N
         line = f"  [{setting['index']}] {setting['name']}: {setting['alerts']} alerts"
         card = setting["score"]
         if card is not None:
-            delay = card["delay_seconds_median"]
-            shown = "-" if delay is None else f"{delay:.0f} s"
-            line += (
-                f"; incidents detected {card['detected']}/{card['incidents']}, median delay "
-                f"{shown}, false alarms {card['false_alarms_per_day']:.2f}/day"
-            )
+            line += f"; drift alerts: {_scored(card)}"
+            if card.get("performance") is not None:
+                line += f"; performance alerts: {_scored(card['performance'])}"
             if setting["pareto"] and len(summary["settings"]) > 1:
                 line += " (Pareto front)"
         print(line, file=stream)
+    caught = [i for i in summary["incidents"] if i["caught_by"]]
+    if summary["incidents"]:
+        print(
+            f"  incidents caught by any alert (first setting): {len(caught)} of "
+            f"{len(summary['incidents'])}",
+            file=stream,
+        )
     dead = sum(summary["dead_letters"].values())
     if dead or summary["bad_lines"]["count"]:
         print(
