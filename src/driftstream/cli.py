@@ -191,25 +191,7 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="FILE",
         help="JSON-lines files to replay",
     )
-    parser.add_argument(
-        "--from",
-        dest="start",
-        nargs="+",
-        default=[],
-        metavar="WHEN",
-        help=(
-            "start of the topic range: an RFC 3339 time (Kafka record timestamps, e.g. "
-            "2026-03-01T00:00:00Z) or topic:partition:offset places (default: the beginning)"
-        ),
-    )
-    parser.add_argument(
-        "--to",
-        dest="end",
-        nargs="+",
-        default=[],
-        metavar="WHEN",
-        help="end of the topic range, excluded; same forms (default: the end when it starts)",
-    )
+    _add_range(parser)
     parser.add_argument(
         "--incidents",
         type=Path,
@@ -280,13 +262,21 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.add_argument(
         "--out", required=True, type=Path, help="the file to write (.jsonl, or .jsonl.gz)"
     )
+    _add_range(parser)
+    parser.set_defaults(handler=run_export_command)
+
+
+def _add_range(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from",
         dest="start",
         nargs="+",
         default=[],
         metavar="WHEN",
-        help="an RFC 3339 time or topic:partition:offset places (default: the beginning)",
+        help=(
+            "start of the topic range: an RFC 3339 time (Kafka record timestamps, e.g. "
+            "2026-03-01T00:00:00Z) or topic:partition:offset places (default: the beginning)"
+        ),
     )
     parser.add_argument(
         "--to",
@@ -294,20 +284,19 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         nargs="+",
         default=[],
         metavar="WHEN",
-        help="end of the range, excluded; same forms (default: the end when it starts)",
+        help=(
+            "end of the topic range, excluded; same forms (default: each partition's end "
+            "when the read reaches it)"
+        ),
     )
-    parser.set_defaults(handler=run_export_command)
 
 
 def run_export_command(args: argparse.Namespace) -> int:
-    from driftstream.replay.sources import SourceError, TopicSource, export, parse_bound
+    from driftstream.replay.sources import SourceError, export, topic_source
 
     config = load_config(args.config)
     try:
-        start = parse_bound(args.start, "--from") if args.start else None
-        end = parse_bound(args.end, "--to") if args.end else None
-        source = TopicSource(config, start, end)
-        source.open()
+        source = topic_source(config, args.start, args.end)
     except SourceError as error:
         raise UsageError(str(error)) from None
     count = export(source, args.out, config.kafka.batch_size)

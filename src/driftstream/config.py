@@ -355,17 +355,25 @@ def parse_config(data: Any, source: str = "config") -> Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config; relative baseline paths follow the file."""
     path = Path(path)
+    return baselines_from(parse_config(read_yaml(path), str(path)), path.parent)
+
+
+def read_yaml(path: Path) -> Any:
+    """A config file's YAML, or a ConfigError naming the file."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         msg = f"config file not found: {path}"
         raise ConfigError(msg) from None
     except yaml.YAMLError as error:
         msg = f"{path}: not valid YAML: {error}"
         raise ConfigError(msg) from None
-    config = parse_config(data, str(path))
+
+
+def baselines_from(config: Config, directory: Path) -> Config:
+    """The config with relative baseline paths taken from ``directory`` (the config file's)."""
     models = {
-        model_id: model.model_copy(update={"baseline": path.parent / model.baseline})
+        model_id: model.model_copy(update={"baseline": directory / model.baseline})
         for model_id, model in config.models.items()
     }
     return config.model_copy(update={"models": models})

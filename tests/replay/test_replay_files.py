@@ -125,28 +125,24 @@ def test_a_sweep_scores_both_incidents_with_their_delays_and_no_misses(workspace
     assert (out / "report.html").stat().st_size > 10_000
 
 
+def replay_of(workspace, out, sets):
+    options = ReplayOptions(
+        config=workspace / "config.yaml",
+        out=out,
+        data=[workspace / "events.jsonl.gz"],
+        sets=sets,
+        quiet=True,
+        report=False,
+    )
+    return replay(options)
+
+
 def test_each_setting_of_a_sweep_equals_its_own_replay(workspace, tmp_path):
     path = f"models.{MODEL}.window.size"
-    swept = replay(
-        ReplayOptions(
-            config=workspace / "config.yaml",
-            out=tmp_path / "sweep",
-            data=[workspace / "events.jsonl.gz"],
-            sets=[f"{path}=500,2000"],
-            quiet=True,
-            report=False,
-        )
-    )
+    swept = replay_of(workspace, tmp_path / "sweep", [f"{path}=500,2000"])
     for run in swept.runs:
-        alone = replay(
-            ReplayOptions(
-                config=workspace / "config.yaml",
-                out=tmp_path / f"alone-{run.index}",
-                data=[workspace / "events.jsonl.gz"],
-                sets=[f"{path}={run.values[path]}"],
-                quiet=True,
-                report=False,
-            )
+        alone = replay_of(
+            workspace, tmp_path / f"alone-{run.index}", [f"{path}={run.values[path]}"]
         )
         assert alone.runs[0].alerts() == run.alerts()
         assert len(alone.runs[0].watch.timeline) == len(run.watch.timeline)

@@ -46,7 +46,7 @@ from driftstream.replay.incidents import (
     pareto,
     score,
 )
-from driftstream.replay.sources import FileSource, SourceError, TopicSource, parse_bound
+from driftstream.replay.sources import FileSource, SourceError, TopicSource, topic_source
 from driftstream.replay.sweep import Setting, load_settings, parse_set
 from driftstream.runtime.models import load_models
 
@@ -121,11 +121,7 @@ def _source(options: ReplayOptions, config: Any) -> FileSource | TopicSource:
             "labels": topics.labels,
         }
         return FileSource([Path(p) for p in options.data], roles)
-    start = parse_bound(options.start, "--from") if options.start else None
-    end = parse_bound(options.end, "--to") if options.end else None
-    source = TopicSource(config, start, end)
-    source.open()
-    return source
+    return topic_source(config, options.start, options.end)
 
 
 # -- results ------------------------------------------------------------------

@@ -30,7 +30,6 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from confluent_kafka import (
 
 from driftstream.config import Config
 from driftstream.replay.feed import FeedMessage
+from driftstream.replay.incidents import rfc3339_seconds
 
 EXPORT_PREFIX = b'{"kafka":'
 _EVENT_MARK = b'},"event":'
@@ -242,14 +242,11 @@ def parse_bound(texts: Sequence[str], flag: str) -> Bound:
 
 def parse_time(text: str, flag: str) -> float:
     """Epoch seconds of an RFC 3339 time (a time without offset is UTC)."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    seconds = rfc3339_seconds(text)
+    if seconds is None:
         msg = f"{flag} {text!r} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"
-        raise SourceError(msg) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        raise SourceError(msg)
+    return seconds
 
 
 @dataclass
@@ -454,6 +451,17 @@ class TopicSource:
             del left[place]
             if self._consumer is not None:
                 self._consumer.pause([TopicPartition(place[0], place[1])])
+
+
+def topic_source(config: Config, start: Sequence[str], end: Sequence[str]) -> TopicSource:
+    """The opened range of ``--from`` / ``--to`` (each empty: no bound on that side)."""
+    source = TopicSource(
+        config,
+        parse_bound(start, "--from") if start else None,
+        parse_bound(end, "--to") if end else None,
+    )
+    source.open()
+    return source
 
 
 def export(source: TopicSource, path: Path, batch_size: int = 20_000, progress: Any = None) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from driftstream.config import Config, ConfigError, parse_config
+from driftstream.config import Config, ConfigError, baselines_from, parse_config, read_yaml
 
 __all__ = [
     "MAX_SETTINGS",
@@ -168,14 +168,7 @@ def load_settings(
     Baseline paths follow the config file, as with ``load_config``.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        msg = f"config file not found: {path}"
-        raise ConfigError(msg) from None
-    except yaml.YAMLError as error:
-        msg = f"{path}: not valid YAML: {error}"
-        raise ConfigError(msg) from None
+    raw = read_yaml(path)
     return expand(raw, sweeps, str(path), config_dir=path.parent, limit=limit)
 
 
@@ -210,7 +203,7 @@ def expand(
         name = ", ".join(f"{key}={_show(value)}" for key, value in values.items()) or NO_SWEEP
         config = _validate(data, source, sweeps, keys, combination, name)
         if directory is not None:
-            config = _baselines_from(config, directory)
+            config = baselines_from(config, directory)
         settings.append(Setting(index, name, values, data, config))
     return settings
 
@@ -357,12 +350,3 @@ def _depth(where: str, key: tuple[str, ...]) -> int | None:
         if ".".join(key[:depth]) == where:
             return depth
     return None
-
-
-def _baselines_from(config: Config, directory: Path) -> Config:
-    """Relative baseline paths taken from ``directory``, exactly as ``load_config`` does."""
-    models = {
-        model_id: model.model_copy(update={"baseline": directory / model.baseline})
-        for model_id, model in config.models.items()
-    }
-    return config.model_copy(update={"models": models})

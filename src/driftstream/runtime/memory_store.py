@@ -22,10 +22,10 @@ from driftstream.core.join import ID_BYTES
 from driftstream.runtime.store import (
     OPCODES,
     Claim,
-    Fenced,
-    OffsetConflict,
     OutboxEntry,
     check_commit,
+    conflict,
+    fenced,
     join_snapshot,
     unit_key,
 )
@@ -99,11 +99,7 @@ class MemoryStore:
         for op in ops:
             self._check(op)
         if epoch != self._epoch:
-            msg = (
-                f"group {self.group!r} partition {self.partition} was claimed by epoch "
-                f"{self._epoch}; this worker holds epoch {epoch}"
-            )
-            raise Fenced(msg, self._epoch)
+            raise fenced(self.group, self.partition, self._epoch, epoch)
         self.partitions_seen = {}
         if not self._moves_forward(offsets):
             return "applied"
@@ -127,12 +123,7 @@ class MemoryStore:
             elif given < stored and behind is None:
                 behind = (topic, stored, given)
         if forward and behind is not None:
-            topic, stored, given = behind
-            msg = (
-                f"group {self.group!r} partition {self.partition}: commit moves topic "
-                f"{topic!r} back from offset {stored} to {given} while moving others forward"
-            )
-            raise OffsetConflict(msg)
+            raise conflict(self.group, self.partition, *behind)
         return forward
 
     def _check(self, op: tuple[str, str, bytes, bytes]) -> None:

@@ -244,6 +244,22 @@ class OffsetConflict(Exception):
     """A commit moved some offsets forward and others backwards; nothing was written."""
 
 
+def fenced(group: str, partition: int, stored: int, epoch: int) -> Fenced:
+    msg = (
+        f"group {group!r} partition {partition} was claimed by epoch {stored}; "
+        f"this worker holds epoch {epoch}"
+    )
+    return Fenced(msg, stored)
+
+
+def conflict(group: str, partition: int, topic: str, stored: int, given: int) -> OffsetConflict:
+    msg = (
+        f"group {group!r} partition {partition}: commit moves topic {topic!r} back from "
+        f"offset {stored} to {given} while moving others forward"
+    )
+    return OffsetConflict(msg)
+
+
 @dataclass(frozen=True)
 class Claim:
     epoch: int
@@ -472,18 +488,9 @@ class PartitionStore:
     def _answer(self, epoch: int, reply: list[Any]) -> str:
         status = reply[0].decode()
         if status == "fenced":
-            msg = (
-                f"group {self.group!r} partition {self.partition} was claimed by epoch "
-                f"{reply[1]}; this worker holds epoch {epoch}"
-            )
-            raise Fenced(msg, int(reply[1]))
+            raise fenced(self.group, self.partition, int(reply[1]), epoch)
         if status == "conflict":
-            topic, stored, given = reply[1].decode(), reply[2], reply[3]
-            msg = (
-                f"group {self.group!r} partition {self.partition}: commit moves topic "
-                f"{topic!r} back from offset {stored} to {given} while moving others forward"
-            )
-            raise OffsetConflict(msg)
+            raise conflict(self.group, self.partition, reply[1].decode(), reply[2], reply[3])
         return str(status)
 
 
