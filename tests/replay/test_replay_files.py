@@ -227,3 +227,21 @@ def test_bad_sweeps_and_inputs_name_what_to_fix_and_exit_2(workspace, tmp_path, 
         == 2
     )
     assert "not both" in capsys.readouterr().err
+
+
+def test_routing_by_repartition_replays_to_the_same_alerts(workspace, tmp_path):
+    document = yaml.safe_load((workspace / "config.yaml").read_text())
+    document["kafka"]["routing"] = "repartition"
+    (workspace / "repartition.yaml").write_text(yaml.safe_dump(document))
+    by_key = replay_of(workspace, tmp_path / "by-key", [])
+    options = ReplayOptions(
+        config=workspace / "repartition.yaml",
+        out=tmp_path / "repartition",
+        data=[workspace / "events.jsonl.gz"],
+        quiet=True,
+        report=False,
+    )
+    forwarded = replay(options)
+    ids = {orjson.loads(a)["alert_id"] for a in forwarded.runs[0].alerts()}
+    assert ids == {orjson.loads(a)["alert_id"] for a in by_key.runs[0].alerts()}
+    assert ids

@@ -1,20 +1,24 @@
 """The Kafka clients a replayed worker talks to: records fed in, messages caught.
 
-A replay runs the live ``Worker`` unchanged (runtime/worker.py); only its
-clients differ. ``FeedConsumer`` hands the worker the batches a source
-read, as if a group of one member had every partition; ``CaptureProducer``
-keeps what the worker publishes (alerts, dead letters) and sends the
-forwards of ``kafka.routing: repartition`` back to the consumer, as the
-repartition topic would.
+A replay runs the live ``Worker`` (runtime/worker.py); only its clients
+differ. ``FeedConsumer`` hands the worker the records a source read, as if
+a group of one member had every partition: records the worker takes as
+they are (``decode.Record``), made once for every setting of a sweep
+rather than once per worker. ``CaptureProducer`` keeps what the worker
+publishes (alerts, dead letters) and sends the forwards of
+``kafka.routing: repartition`` back to the consumer, as the repartition
+topic would.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, TopicPartition
+
+from driftstream.runtime.decode import Record
 
 
 class FeedMessage:
@@ -77,10 +81,10 @@ class FeedConsumer:
         self.settings = settings or {}
         self.topics: list[str] = []
         self._on_assign: Callback | None = None
-        self._queue: deque[FeedMessage] = deque()
+        self._queue: list[Record] = []
+        self._next = 0  # the first message of _queue not handed out yet
         self._assigned: set[int] = set()
         self._assignment: list[TopicPartition] = []
-        self.high: dict[tuple[str, int], int] = defaultdict(int)  # next offset per partition
 
     def subscribe(
         self,
@@ -92,19 +96,19 @@ class FeedConsumer:
         self.topics = list(topics)
         self._on_assign = on_assign
 
-    def feed(self, messages: Iterable[FeedMessage]) -> None:
+    def feed(self, messages: Iterable[Record]) -> None:
+        if self._next:  # drop what was handed out, once, rather than per message
+            del self._queue[: self._next]
+            self._next = 0
         self._queue.extend(messages)
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) - self._next
 
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FeedMessage]:
-        count = min(num_messages, len(self._queue))
-        batch = [self._queue.popleft() for _ in range(count)]
-        self._assign({m.partition() for m in batch} - self._assigned)
-        for message in batch:
-            place = (message.topic(), message.partition())
-            self.high[place] = max(self.high[place], message.offset() + 1)
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Record]:
+        batch = self._queue[self._next : self._next + num_messages]
+        self._next += len(batch)
+        self._assign({r.partition for r in batch} - self._assigned)
         return batch
 
     def _assign(self, partitions: set[int]) -> None:
@@ -146,7 +150,7 @@ class FeedConsumer:
     def get_watermark_offsets(
         self, partition: TopicPartition, timeout: float | None = None, cached: bool = False
     ) -> tuple[int, int]:
-        return 0, self.high[(partition.topic, partition.partition)]
+        return OFFSET_INVALID, OFFSET_INVALID  # no lag to report: the input is all there
 
     def close(self) -> None:
         pass
@@ -198,9 +202,22 @@ class CaptureProducer:
         waiting, self._waiting = self._waiting, []
         for message, callback in waiting:
             if message.topic() == self.loopback and self.consumer is not None:
-                self.consumer.feed([message])
+                self.consumer.feed([as_record(message, keep_headers=True)])
             else:
                 self.sent[message.topic()].append(message)
             if callback is not None:
                 callback(None, message)
         return len(waiting)
+
+
+def as_record(message: Any, keep_headers: bool = False) -> Record:
+    """A consumed message as the record a worker takes."""
+    headers = message.headers() if keep_headers else None
+    return Record(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        message.key(),
+        message.value(),
+        headers,
+    )

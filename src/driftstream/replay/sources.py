@@ -22,6 +22,7 @@ places. The end offsets are fixed when the replay starts.
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import logging
 import os
@@ -43,16 +44,21 @@ from confluent_kafka import (
 )
 
 from driftstream.config import Config
-from driftstream.replay.feed import FeedMessage
+from driftstream.replay.feed import as_record
 from driftstream.replay.incidents import rfc3339_seconds
+from driftstream.runtime.decode import Record
 
 EXPORT_PREFIX = b'{"kafka":'
 _EVENT_MARK = b'},"event":'
 _MODEL_ID = re.compile(rb'"model_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_COMPACT_MODEL_ID = b'"model_id":"'
+ROLES = ("predictions", "features", "labels")
+CHUNK_BYTES = 1 << 20  # lines read at a time
 _PLACE = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+):(?P<partition>\d+):(?P<offset>\d+)$")
 KAFKA_TIMEOUT_SECONDS = 15.0
 # A partition that yields neither records nor its end for this long is left.
 QUIET_SECONDS = 30.0
+POLL_SECONDS = 0.05
 # Errors that mean a partition has nothing more in the range.
 _AT_END = (KafkaError._PARTITION_EOF, KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE)
 log = logging.getLogger(__name__)
@@ -79,7 +85,7 @@ class FileSource:
     topics: Mapping[str, str]  # role -> topic: predictions, features, labels
     errors: list[LineError] = field(default_factory=list)
     bad_lines: int = 0
-    _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    _offsets: dict[str, int] = field(default_factory=dict)  # topic -> next offset (partition 0)
 
     def __post_init__(self) -> None:
         for path in self.paths:
@@ -97,39 +103,58 @@ class FileSource:
         """Bytes to read, for the progress display (compressed bytes for .gz)."""
         return sum(os.path.getsize(p) for p in self.paths)
 
-    def batches(self, size: int, progress: Any = None) -> Iterator[list[FeedMessage]]:
-        batch: list[FeedMessage] = []
+    def batches(self, size: int, progress: Any = None) -> Iterator[list[Record]]:
+        batch: list[Record] = []
         done = 0
         for path in self.paths:
             with open(path, "rb") as raw:
                 stream: Any = gzip.GzipFile(fileobj=raw) if _gzipped(path) else raw
-                for number, line in enumerate(stream, start=1):
-                    message = self._message(str(path), number, line.rstrip(b"\r\n"))
-                    if message is not None:
-                        batch.append(message)
-                    if len(batch) >= size:
+                number = 1
+                while lines := stream.readlines(CHUNK_BYTES):
+                    batch += self._messages(str(path), number, lines)
+                    number += len(lines)
+                    while len(batch) >= size:
                         if progress is not None:
                             progress(done + raw.tell())
-                        yield batch
-                        batch = []
+                        yield batch[:size]
+                        batch = batch[size:]
             done += os.path.getsize(path)
         if batch:
             yield batch
 
-    def _message(self, path: str, number: int, line: bytes) -> FeedMessage | None:
-        if not line.strip():
+    def _messages(self, path: str, first: int, lines: list[bytes]) -> list[Record]:
+        """The records of consecutive lines, numbered from ``first`` (a hot loop: kept flat)."""
+        found = []
+        offsets = self._offsets
+        predictions, features, labels = (self.topics[r] for r in ROLES)
+        for number, line in enumerate(lines, first):
+            line = line.rstrip(b"\r\n")
+            if not line or line.isspace():
+                continue
+            if line.startswith(EXPORT_PREFIX):
+                exported = self._exported(path, number, line)
+                if exported is not None:
+                    found.append(exported)
+                continue
+            if b'"prediction"' in line:
+                topic = predictions
+            elif b'"label"' in line and b'"features"' not in line:
+                topic = labels
+            elif b'"features"' in line:
+                topic = features
+            else:
+                topic = predictions  # the decoder dead-letters it with the reason
+            offset = offsets.get(topic, 0)
+            offsets[topic] = offset + 1
+            found.append(Record(topic, 0, offset, _model_key(line), line))
+        return found
+
+    def _exported(self, path: str, number: int, line: bytes) -> Record | None:
+        try:
+            return _exported(line)
+        except (ValueError, KeyError, TypeError) as error:
+            self._bad(path, number, f"an export line that does not parse: {error}")
             return None
-        if line.startswith(EXPORT_PREFIX):
-            try:
-                return _exported(line)
-            except (ValueError, KeyError, TypeError) as error:
-                self._bad(path, number, f"an export line that does not parse: {error}")
-                return None
-        topic = self.topics[_role(line)]
-        place = (topic, 0)
-        offset = self._offsets.get(place, 0)
-        self._offsets[place] = offset + 1
-        return FeedMessage(topic, 0, offset, _model_key(line), line)
 
     def _bad(self, path: str, number: int, reason: str) -> None:
         self.bad_lines += 1
@@ -141,19 +166,14 @@ def _gzipped(path: Path | str) -> bool:
     return str(path).endswith(".gz")
 
 
-def _role(line: bytes) -> str:
-    """The role of a bare event, from its field names (quoted, so values do not match)."""
-    if b'"prediction"' in line:
-        return "predictions"
-    if b'"label"' in line and b'"features"' not in line:
-        return "labels"
-    if b'"features"' in line:
-        return "features"
-    return "predictions"  # the decoder dead-letters it with the reason
-
-
 def _model_key(line: bytes) -> bytes | None:
     """The key a producer gives the event: its model id (the worker checks it)."""
+    at = line.find(_COMPACT_MODEL_ID)
+    if at >= 0:  # the usual compact JSON, found without a regular expression
+        at += len(_COMPACT_MODEL_ID)
+        key = line[at : line.find(b'"', at)]
+        if b"\\" not in key:
+            return key
     found = _MODEL_ID.search(line)
     if found is None:
         return None
@@ -166,7 +186,7 @@ def _model_key(line: bytes) -> bytes | None:
     return model_id.encode() if isinstance(model_id, str) else None
 
 
-def _exported(line: bytes) -> FeedMessage:
+def _exported(line: bytes) -> Record:
     end = line.find(_EVENT_MARK)
     if end > 0 and line.endswith(b"}"):
         meta = orjson.loads(line[len(EXPORT_PREFIX) : end + 1])
@@ -177,25 +197,31 @@ def _exported(line: bytes) -> FeedMessage:
         encoded = whole.get("value_b64")
         value = None if encoded is None else base64.b64decode(encoded, validate=True)
     key = meta.get("key")
-    return FeedMessage(
+    return Record(
         str(meta["topic"]),
         int(meta["partition"]),
         int(meta["offset"]),
-        None if key is None else base64.b64decode(key, validate=True),
+        None if key is None else _key_bytes(key),
         value,
     )
 
 
-def export_line(message: Any) -> bytes:
+@functools.lru_cache(maxsize=4096)
+def _key_bytes(encoded: str) -> bytes:
+    """A base64 key; an export repeats a few keys (model ids) on every line."""
+    return base64.b64decode(encoded, validate=True)
+
+
+def export_line(record: Record) -> bytes:
     """One record as an export line (the format ``FileSource`` reads back)."""
-    key = message.key()
+    key = record.key
     meta = {
-        "topic": message.topic(),
-        "partition": message.partition(),
-        "offset": message.offset(),
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
         "key": None if key is None else base64.b64encode(key).decode("ascii"),
     }
-    value = message.value()
+    value = record.value
     head = EXPORT_PREFIX + orjson.dumps(meta)
     if value is not None and b"\n" not in value and b"\r" not in value and _is_json(value):
         return head + b',"event":' + value + b"}"
@@ -294,6 +320,9 @@ class TopicSource:
                 # A start past a partition's end is an error here, read as "nothing
                 # to read", rather than a silent jump to some other offset.
                 "auto.offset.reset": "error",
+                # Fetch ahead while the worker processes a batch (librdkafka's
+                # default stops at 100,000 records queued).
+                "queued.min.messages": 1_000_000,
             }
         )
         self._consumer = Consumer(settings)
@@ -367,7 +396,7 @@ class TopicSource:
         # -1: no record at or after the time.
         return {(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None for tp in found}
 
-    def batches(self, size: int, progress: Any = None) -> Iterator[list[Any]]:
+    def batches(self, size: int, progress: Any = None) -> Iterator[list[Record]]:
         consumer = self._consumer
         assert consumer is not None
         consumer.assign([TopicPartition(t, n, s) for (t, n), (s, _) in self.ranges.items()])
@@ -375,9 +404,12 @@ class TopicSource:
         read: dict[tuple[str, int], int] = {}
         done = 0
         quiet_since = time.monotonic()
+        batch: list[Record] = []
         try:
             while left:
-                messages = consumer.consume(size, 1.0)
+                # A short wait: consume() holds out for a full batch until its timeout,
+                # and the last records and the ends of partitions come in ones.
+                messages = consumer.consume(size - len(batch), POLL_SECONDS)
                 if messages:
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since > QUIET_SECONDS:
@@ -387,12 +419,15 @@ class TopicSource:
                         ", ".join(f"{t}:{n}" for t, n in sorted(left)),
                     )
                     break
-                batch = self._take(messages, left, read)
-                if batch:
+                batch += map(as_record, self._take(messages, left, read))
+                if len(batch) >= size or (batch and not left):
                     done += len(batch)
                     if progress is not None:
                         progress(done)
                     yield batch
+                    batch = []
+            if batch:
+                yield batch
         finally:
             consumer.close()
             for place, (start, _) in self.ranges.items():
@@ -405,6 +440,8 @@ class TopicSource:
         read: dict[tuple[str, int], int],
     ) -> list[Any]:
         """The messages inside the range; a partition leaves ``left`` at its end."""
+        if self._open_ended():
+            return self._take_all(messages, left, read)
         batch = []
         for message in messages:
             place = (str(message.topic()), int(message.partition() or 0))
@@ -428,6 +465,38 @@ class TopicSource:
             read[place] = offset + 1
             if end is not None and offset + 1 >= end:
                 self._finish(place, left)
+        return batch
+
+    def _open_ended(self) -> bool:
+        """No bound but the partitions' ends: no record needs a look of its own."""
+        return (self.start is None or self.start.millis is None) and self.end is None
+
+    def _take_all(
+        self,
+        messages: Sequence[Any],
+        left: dict[tuple[str, int], int | None],
+        read: dict[tuple[str, int], int],
+    ) -> list[Any]:
+        batch = [m for m in messages if m.error() is None]
+        if len(batch) < len(messages):
+            for message in messages:
+                error = message.error()
+                if error is None:
+                    continue
+                place = (str(message.topic()), int(message.partition() or 0))
+                if error.code() in _AT_END:
+                    self._finish(place, left)
+                elif error.fatal():
+                    raise KafkaException(error)
+        seen: set[tuple[str, int]] = set()
+        for message in reversed(batch):  # the last record of each partition says how far
+            place = (message.topic(), message.partition())
+            if place in seen:
+                continue
+            seen.add(place)
+            read[place] = message.offset() + 1
+            if len(seen) == len(self.ranges):
+                break
         return batch
 
     def _outside(self, message: Any) -> int:

@@ -51,7 +51,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import orjson
@@ -434,6 +434,8 @@ class Worker:
 
     def _consume(self, timeout: float) -> list[Message]:
         messages = self.consumer.consume(self.config.kafka.batch_size, timeout)
+        if messages and type(messages[0]) is Record:
+            return messages  # a replay's feed: records made once for every setting
         if any(message.error() is not None for message in messages):
             self._kafka_errors(messages)
             return [message for message in messages if message.error() is None]
@@ -460,7 +462,10 @@ class Worker:
 
     def _by_unit(self, messages: Sequence[Message]) -> list[tuple[Unit, list[Record]]]:
         grouped: dict[int, list[Record]] = defaultdict(list)
-        if self.repartition:
+        if messages and type(messages[0]) is Record:
+            for record in cast(Sequence[Record], messages):
+                grouped[record.partition].append(record)
+        elif self.repartition:
             for m in messages:
                 headers = m.headers() if m.topic() == self.repartition else None
                 grouped[m.partition()].append(  # type: ignore[index]
