@@ -16,7 +16,8 @@ of JSON). ``export`` writes that format from a topic range.
 A topic range is read by a plain consumer that joins no group and commits
 nothing, from ``--from`` to ``--to``: RFC 3339 times (Kafka's record
 timestamps, through ``offsets_for_times``) or ``topic:partition:offset``
-places. The end offsets are fixed when the replay starts.
+places. Without ``--to`` each partition is read to its end, as the read
+reaches it.
 """
 
 from __future__ import annotations
@@ -323,6 +324,8 @@ class TopicSource:
                 # Fetch ahead while the worker processes a batch (librdkafka's
                 # default stops at 100,000 records queued).
                 "queued.min.messages": 1_000_000,
+                # A partition with nothing left would hold each fetch this long.
+                "fetch.wait.max.ms": 20,
             }
         )
         self._consumer = Consumer(settings)
@@ -440,8 +443,10 @@ class TopicSource:
         read: dict[tuple[str, int], int],
     ) -> list[Any]:
         """The messages inside the range; a partition leaves ``left`` at its end."""
-        if self._open_ended():
-            return self._take_all(messages, left, read)
+        if self._open_ended() and len(left) == len(self.ranges):
+            errors = sum(m.error() is not None for m in messages)
+            if not errors:  # every partition still open, nothing to look at one by one
+                return self._take_all(messages, read)
         batch = []
         for message in messages:
             place = (str(message.topic()), int(message.partition() or 0))
@@ -471,25 +476,9 @@ class TopicSource:
         """No bound but the partitions' ends: no record needs a look of its own."""
         return (self.start is None or self.start.millis is None) and self.end is None
 
-    def _take_all(
-        self,
-        messages: Sequence[Any],
-        left: dict[tuple[str, int], int | None],
-        read: dict[tuple[str, int], int],
-    ) -> list[Any]:
-        batch = [m for m in messages if m.error() is None]
-        if len(batch) < len(messages):
-            for message in messages:
-                error = message.error()
-                if error is None:
-                    continue
-                place = (str(message.topic()), int(message.partition() or 0))
-                if error.code() in _AT_END:
-                    self._finish(place, left)
-                elif error.fatal():
-                    raise KafkaException(error)
+    def _take_all(self, messages: Sequence[Any], read: dict[tuple[str, int], int]) -> list[Any]:
         seen: set[tuple[str, int]] = set()
-        for message in reversed(batch):  # the last record of each partition says how far
+        for message in reversed(messages):  # the last record of each partition says how far
             place = (message.topic(), message.partition())
             if place in seen:
                 continue
@@ -497,7 +486,7 @@ class TopicSource:
             read[place] = message.offset() + 1
             if len(seen) == len(self.ranges):
                 break
-        return batch
+        return list(messages)
 
     def _outside(self, message: Any) -> int:
         """-1 before ``--from``'s time, 1 at or after ``--to``'s, else 0.
