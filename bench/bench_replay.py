@@ -95,27 +95,9 @@ def write_config(folder: Path, bootstrap: str, redis_url: str, topic: str, batch
         score="score",
     )
     (folder / "baseline.json").write_bytes(profile.to_json())
-    run = uuid.uuid4().hex[:6]
-    raw = {
-        "models": {REFERENCE_MODEL_ID: {"baseline": "baseline.json"}},
-        "kafka": {
-            "client": {"bootstrap.servers": bootstrap, "session.timeout.ms": 6000},
-            "group_id": f"bench-replay-{run}",
-            "batch_size": batch,
-            "partitions": 1,
-            "routing": "by_key",
-            "topics": {
-                "predictions": topic,
-                "features": f"{topic}-features",
-                "labels": f"{topic}-labels",
-                "alerts": f"{topic}-alerts",
-                "dlq": f"{topic}-dlq",
-                "repartition": f"{topic}-repartition-{run}",
-            },
-        },
-        "redis": {"url": redis_url, "key_prefix": f"bench-replay-{run}"},
-        "metrics": {"port": 0},
-    }
+    raw = bench_runtime.document(
+        {"baseline": "baseline.json"}, bootstrap, redis_url, topic, batch, name="bench-replay"
+    )
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     # The features and labels topics exist and are empty, as in the live case:

@@ -208,29 +208,7 @@ def driftstream(
         positive="yes" if labels else None,
     )
     (workdir / "baseline.json").write_bytes(profile.to_json())
-    run = uuid.uuid4().hex[:6]
-    config = parse_config(
-        {
-            "models": {REFERENCE_MODEL_ID: model},
-            "kafka": {
-                "client": {"bootstrap.servers": bootstrap, "session.timeout.ms": 6000},
-                "group_id": f"bench-{run}",
-                "batch_size": batch,
-                "partitions": 1,
-                "routing": routing,
-                "topics": {
-                    "predictions": topic,
-                    "features": f"{topic}-features",
-                    "labels": f"{topic}-labels",
-                    "alerts": f"{topic}-alerts",
-                    "dlq": f"{topic}-dlq",
-                    "repartition": f"{topic}-repartition-{run}",
-                },
-            },
-            "redis": {"url": redis_url, "key_prefix": f"bench-{run}"},
-            "metrics": {"port": 0},
-        }
-    )
+    config = parse_config(document(model, bootstrap, redis_url, topic, batch, routing))
     create_topics(config)
     worker = build_worker(config, CollectorRegistry())
     worker.start()
@@ -246,6 +224,39 @@ def driftstream(
     elapsed = time.perf_counter() - started
     worker.close()
     return (reads * n - first) / reads / elapsed
+
+
+def document(
+    model: dict[str, Any],
+    bootstrap: str,
+    redis_url: str,
+    topic: str,
+    batch: int,
+    routing: str = "by_key",
+    name: str = "bench",
+) -> dict[str, Any]:
+    """The config of one benchmark run: its own group, key prefix and repartition topic."""
+    run = uuid.uuid4().hex[:6]
+    return {
+        "models": {REFERENCE_MODEL_ID: model},
+        "kafka": {
+            "client": {"bootstrap.servers": bootstrap, "session.timeout.ms": 6000},
+            "group_id": f"{name}-{run}",
+            "batch_size": batch,
+            "partitions": 1,
+            "routing": routing,
+            "topics": {
+                "predictions": topic,
+                "features": f"{topic}-features",
+                "labels": f"{topic}-labels",
+                "alerts": f"{topic}-alerts",
+                "dlq": f"{topic}-dlq",
+                "repartition": f"{topic}-repartition-{run}",
+            },
+        },
+        "redis": {"url": redis_url, "key_prefix": f"{name}-{run}"},
+        "metrics": {"port": 0},
+    }
 
 
 def main() -> None:
