@@ -125,9 +125,9 @@ def test_a_sweep_scores_both_incidents_with_their_delays_and_no_misses(workspace
     assert (out / "report.html").stat().st_size > 10_000
 
 
-def replay_of(workspace, out, sets):
+def replay_of(workspace, out, sets, config="config.yaml"):
     options = ReplayOptions(
-        config=workspace / "config.yaml",
+        config=workspace / config,
         out=out,
         data=[workspace / "events.jsonl.gz"],
         sets=sets,
@@ -234,14 +234,7 @@ def test_routing_by_repartition_replays_to_the_same_alerts(workspace, tmp_path):
     document["kafka"]["routing"] = "repartition"
     (workspace / "repartition.yaml").write_text(yaml.safe_dump(document))
     by_key = replay_of(workspace, tmp_path / "by-key", [])
-    options = ReplayOptions(
-        config=workspace / "repartition.yaml",
-        out=tmp_path / "repartition",
-        data=[workspace / "events.jsonl.gz"],
-        quiet=True,
-        report=False,
-    )
-    forwarded = replay(options)
+    forwarded = replay_of(workspace, tmp_path / "repartition", [], "repartition.yaml")
     ids = {orjson.loads(a)["alert_id"] for a in forwarded.runs[0].alerts()}
     assert ids == {orjson.loads(a)["alert_id"] for a in by_key.runs[0].alerts()}
     assert ids
