@@ -104,7 +104,7 @@ REASONS = (
 MAX_TS = 253402300800.0
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))",
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))?",
     re.ASCII,
 )
 
@@ -113,18 +113,22 @@ class TimestampError(ValueError):
     """A ``ts`` the contract refuses; the message shows the value."""
 
 
-def parse_timestamp(text: str) -> float | None:
+def parse_timestamp(text: str, naive_utc: bool = False) -> float | None:
     """Epoch seconds of an RFC 3339 time, or ``None`` if it is not one.
 
     The range is not checked here; ``in_range`` does that for every kind of ts.
+    An event's time must carry its offset; ``naive_utc`` takes a time
+    without one as UTC (for times a person types, such as incidents).
 
     >>> parse_timestamp("2026-11-22T05:00:00.5+02:00")
     1795316400.5
     >>> parse_timestamp("2026-11-22T05:00:00") is None  # an offset is required
     True
+    >>> parse_timestamp("2026-11-22T03:00:00.5", naive_utc=True)
+    1795316400.5
     """
     match = _RFC3339.fullmatch(text)
-    if match is None:
+    if match is None or (match[8] is None and match[9] is None and not naive_utc):
         return None
     year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
     if hour > 23 or minute > 59 or second > 60:
@@ -134,7 +138,7 @@ def parse_timestamp(text: str) -> float | None:
     except ValueError:
         return None
     offset = 0
-    if match[8] is None:
+    if match[9] is not None:
         sign = 1 if match[9] == "+" else -1
         offset = sign * (int(match[10]) * 3600 + int(match[11]) * 60)
     # Seconds are added, not passed to datetime, so a leap second (60) rolls over.

@@ -223,7 +223,7 @@ def _save(folder: Path, config: Config, traffic: Traffic, err: TextIO) -> None:
     ``driftstream replay --config config.yaml --data events.jsonl.gz
     --incidents incidents.yaml`` then replays exactly what the worker read.
     """
-    from driftstream.replay.sources import TopicSource, export
+    from driftstream.replay.sources import export, topic_source
 
     folder.mkdir(parents=True, exist_ok=True)
     model = config.models[synthetic.MODEL_ID]
@@ -266,8 +266,7 @@ def _save(folder: Path, config: Config, traffic: Traffic, err: TextIO) -> None:
             }
         )
     (folder / "incidents.yaml").write_text(yaml.safe_dump(incidents, sort_keys=False))
-    source = TopicSource(config, None, None)
-    source.open()
+    source = topic_source(config, [], [])
     count = export(source, folder / "events.jsonl.gz", config.kafka.batch_size)
     err.write(f"saved {count:,} records, the config, baseline and incidents to {folder}\n")
 

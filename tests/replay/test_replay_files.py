@@ -174,58 +174,20 @@ def test_the_outputs_hold_alerts_as_published_and_every_judged_window(workspace,
 
 
 def test_bad_sweeps_and_inputs_name_what_to_fix_and_exit_2(workspace, tmp_path, capsys):
+    def replay_cli(*args):
+        base = ["replay", "--config", str(workspace / "config.yaml"), "--out", str(tmp_path)]
+        return main([*base, *args])
+
     bad = f"models.{MODEL}.detectors.page_hinkly.threshold=50"
     assert run_cli(workspace, tmp_path / "a", "--set", bad) == 2
     assert "page_hinkly" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "replay",
-                "--config",
-                str(workspace / "config.yaml"),
-                "--out",
-                str(tmp_path),
-                "--data",
-                str(tmp_path / "missing.jsonl"),
-            ]
-        )
-        == 2
-    )
+    assert replay_cli("--data", str(tmp_path / "missing.jsonl")) == 2
     assert "no such file" in capsys.readouterr().err
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    assert (
-        main(
-            [
-                "replay",
-                "--config",
-                str(workspace / "config.yaml"),
-                "--out",
-                str(tmp_path),
-                "--data",
-                str(empty),
-                "--quiet",
-            ]
-        )
-        == 2
-    )
+    assert replay_cli("--data", str(empty), "--quiet") == 2
     assert "holds no records" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "replay",
-                "--config",
-                str(workspace / "config.yaml"),
-                "--out",
-                str(tmp_path),
-                "--data",
-                str(empty),
-                "--from",
-                "2026-01-01T00:00:00Z",
-            ]
-        )
-        == 2
-    )
+    assert replay_cli("--data", str(empty), "--from", "2026-01-01T00:00:00Z") == 2
     assert "not both" in capsys.readouterr().err
 
 

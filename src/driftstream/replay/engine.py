@@ -85,23 +85,16 @@ class Timeline:
 
 @dataclass
 class Watch:
-    """What one setting's worker committed: windows, events per model, event-time span."""
+    """What one setting's worker committed: windows, and events per model and role."""
 
     timeline: Timeline = field(default_factory=Timeline)
     events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model, role)
-    span: dict[str, tuple[float, float]] = field(default_factory=dict)  # of predictions
-    on_predictions: Callable[[str, np.ndarray], None] | None = None
+    on_predictions: Callable[[str, np.ndarray], None] | None = None  # their event times
 
     def consumed(self, batch: ModelBatch) -> None:
         self.events[(batch.model_id, batch.role)] += len(batch.batch)
-        ts = batch.batch.ts
-        finite = ts[np.isfinite(ts)]
-        if len(finite) and batch.role == PREDICTIONS:  # labels come later than what they judge
-            low, high = float(finite.min()), float(finite.max())
-            first, last = self.span.get(batch.model_id, (low, high))
-            self.span[batch.model_id] = (min(first, low), max(last, high))
         if batch.role == PREDICTIONS and self.on_predictions is not None:
-            self.on_predictions(batch.model_id, ts)
+            self.on_predictions(batch.model_id, batch.batch.ts)
 
     def judged(self, model_id: str, role: str, readings: Sequence[Reading]) -> None:
         kind = "performance" if role == "labels" else "window"

@@ -64,7 +64,6 @@ incident that repeats an earlier one.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -75,6 +74,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import yaml
+
+from driftstream.contract import parse_timestamp
 
 __all__ = [
     "DRIFT_KINDS",
@@ -106,10 +107,6 @@ MAX_TIME = 253402300800.0
 MIN_SPAN_SECONDS = 3600.0
 SECONDS_PER_DAY = 86400.0
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))?",
-    re.ASCII,
-)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -269,21 +266,7 @@ def rfc3339_seconds(text: str) -> float | None:
     >>> rfc3339_seconds("yesterday") is None
     True
     """
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
-    if hour > 23 or minute > 59 or second > 60:
-        return None
-    try:
-        start = datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-    offset = 0
-    if match[9] is not None:
-        sign = 1 if match[9] == "+" else -1
-        offset = sign * (int(match[10]) * 3600 + int(match[11]) * 60)
-    return start + second + float(match[7] or 0.0) - offset
+    return parse_timestamp(text, naive_utc=True)
 
 
 def _text(seconds: float) -> str:

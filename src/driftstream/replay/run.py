@@ -151,7 +151,8 @@ def _summary(
     ]
     front = pareto(points) if incidents else [False] * len(runs)
     shown_run, shown_alerts, shown_card = scored[0]
-    spans = [span for run in runs[:1] for span in run.watch.span.values()]
+    models = sorted({model for model, _ in shown_run.watch.events})
+    spans = [span for span in map(times.span, models) if span is not None]
     return {
         "title": "driftstream backtest",
         "generated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
