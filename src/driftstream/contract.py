@@ -47,6 +47,7 @@ __all__ = [
     "LABELS",
     "LABELS_DISABLED",
     "MALFORMED_JSON",
+    "MAX_LABEL_BYTES",
     "MAX_TS",
     "MISSING_FIELD",
     "NON_FINITE",
@@ -55,6 +56,7 @@ __all__ = [
     "PREDICTIONS",
     "REASONS",
     "ROLES",
+    "TOO_LONG",
     "TOO_MANY_FEATURES",
     "UNKNOWN_MODEL",
     "UNKNOWN_TOPIC",
@@ -82,6 +84,7 @@ BAD_TIMESTAMP = "bad_timestamp"
 UNKNOWN_MODEL = "unknown_model"
 KEY_MISMATCH = "key_mismatch"
 TOO_MANY_FEATURES = "too_many_features"
+TOO_LONG = "too_long"
 UNKNOWN_TOPIC = "unknown_topic"
 LABELS_DISABLED = "labels_disabled"
 REASONS = (
@@ -96,9 +99,15 @@ REASONS = (
     UNKNOWN_MODEL,
     KEY_MISMATCH,
     TOO_MANY_FEATURES,
+    TOO_LONG,
     UNKNOWN_TOPIC,
     LABELS_DISABLED,
 )
+
+# The most UTF-8 bytes in a ``model_version`` or in a value of a segment key
+# the model's monitors split by (longer is ``TOO_LONG``). Both become keys of
+# monitor state and labels of metric series, so they are kept short.
+MAX_LABEL_BYTES = 128
 
 # Year 10000 starts here; RFC 3339 cannot write a later time, so neither may a number.
 MAX_TS = 253402300800.0

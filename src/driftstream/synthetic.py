@@ -107,19 +107,41 @@ REFERENCE_NUMERIC = tuple(f"n{i}" for i in range(10))
 REFERENCE_CATEGORICAL = ("region", "plan")
 
 
-def reference_frame(n: int, seed: int) -> dict[str, np.ndarray]:
-    """The benchmark workload: 10 numeric and 2 categorical features plus a score."""
+def reference_numeric(numeric: int = 10) -> tuple[str, ...]:
+    """The names of ``reference_frame``'s numeric columns: ``n0``, ``n1``, ..."""
+    return tuple(f"n{i}" for i in range(numeric))
+
+
+def reference_frame(n: int, seed: int, numeric: int = 10) -> dict[str, np.ndarray]:
+    """The benchmark workload: ``numeric`` (10) numeric and 2 categorical features, a score.
+
+    ``numeric`` sets how many numeric columns there are (``n0``, ``n1``, ...;
+    column ``n{i}`` is normal with mean ``10 i`` and standard deviation
+    ``1 + i``). Columns ``n0`` to ``n9``, the categoricals and the score do
+    not depend on it: columns past ``n9`` are drawn after the others, and
+    fewer than ten keeps the first ones.
+    """
+    if numeric < 0:
+        msg = f"numeric must be at least 0, got {numeric}"
+        raise ValueError(msg)
     rng = np.random.default_rng(seed)
-    data: dict[str, np.ndarray] = {}
+    drawn: dict[str, np.ndarray] = {}
     for i, name in enumerate(REFERENCE_NUMERIC):
-        data[name] = np.round(rng.normal(loc=10.0 * i, scale=1.0 + i, size=n), 3)
-    data["region"] = rng.choice(np.array([f"r{i}" for i in range(12)], dtype=object), size=n)
-    data["plan"] = rng.choice(
+        drawn[name] = _reference_column(rng, i, n)
+    drawn["region"] = rng.choice(np.array([f"r{i}" for i in range(12)], dtype=object), size=n)
+    drawn["plan"] = rng.choice(
         np.array(["free", "pro", "team", "enterprise"], dtype=object),
         size=n,
         p=(0.6, 0.25, 0.1, 0.05),
     )
     score = np.round(rng.beta(2.0, 5.0, size=n), 4)
+    for i in range(len(REFERENCE_NUMERIC), numeric):
+        drawn[f"n{i}"] = _reference_column(rng, i, n)
+    data = {name: drawn[name] for name in (*reference_numeric(numeric), *REFERENCE_CATEGORICAL)}
     data["score"] = score
     data["prediction"] = np.where(score > 0.5, "yes", "no").astype(object)
     return data
+
+
+def _reference_column(rng: np.random.Generator, i: int, n: int) -> np.ndarray:
+    return np.round(rng.normal(loc=10.0 * i, scale=1.0 + i, size=n), 3)

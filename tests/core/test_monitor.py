@@ -214,13 +214,35 @@ def test_settings_decide_which_columns_a_restored_state_fills(baseline):
     assert fresh.watches["latency_ms"].detectors["adwin"].width == 3000
 
 
-def test_a_sketch_saved_with_another_baseline_is_refused(baseline):
+def with_amount_edges(baseline, edges):
+    amount = baseline.features["amount"]
+    counts = (1,) * (len(edges) + 1)
+    changed = replace(amount, edges=tuple(edges), counts=counts, count=len(counts))
+    return replace(baseline, features={**baseline.features, "amount": changed})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda edges: [edges[0] - 1.0, *edges[1:]], "'features.amount.sketch.edges_digest'"),
+        (lambda edges: edges[1:], "'features.amount.sketch.counts' holds"),
+    ],
+)
+def test_a_sketch_saved_with_another_baseline_is_refused(baseline, change, message):
     settings = settings_from_baseline(baseline)
-    state = ModelMonitor(settings, baseline).to_state()
-    edges = state["features"]["amount"]["sketch"]["edges"]
-    edges[0] -= 1.0
-    with pytest.raises(ValueError, match=re.escape("'features.amount.sketch.edges' differ")):
+    other = with_amount_edges(baseline, change(list(baseline.features["amount"].edges)))
+    ts, columns, _ = stream(3000, 0, seed=93)
+    monitor = ModelMonitor(settings, other)
+    feed(monitor, ts, columns, [1000])
+    state = orjson.loads(orjson.dumps(monitor.to_state()))
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
         ModelMonitor.from_state(settings, baseline, state)
+    assert str(err.value).endswith("saved with another baseline")
+    ModelMonitor.from_state(settings, other, state)
+
+
+def test_a_sketch_of_another_kind_or_an_unknown_detector_is_refused(baseline):
+    settings = settings_from_baseline(baseline)
     state = ModelMonitor(settings, baseline).to_state()
     state["features"]["amount"]["sketch"] = state["features"]["country"]["sketch"]
     with pytest.raises(ValueError, match=re.escape("'features.amount.sketch.kind'")):

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from driftstream.core.baseline import category_label
-from driftstream.core.sketches import CategorySketch, NumericSketch, sketch_from_state
+from driftstream.core.sketches import (
+    CategorySketch,
+    NumericSketch,
+    edges_digest,
+    sketch_from_state,
+)
+from driftstream.core.state import StatePath
 
 EDGES = np.array([-1.0, 0.0, 0.5, 2.0])
 
@@ -45,7 +51,8 @@ def key_path(key):
 
 def round_trip(sketch):
     text = json.dumps(sketch.to_state(), allow_nan=False)
-    return sketch_from_state(json.loads(text))
+    edges = sketch.edges if isinstance(sketch, NumericSketch) else None
+    return sketch_from_state(json.loads(text), edges=edges)
 
 
 # ---------------------------------------------------------------- numeric
@@ -209,7 +216,7 @@ def test_numeric_save_restore_continue_equals_uninterrupted():
 def test_numeric_state_is_plain_json():
     state = NumericSketch(EDGES).update(np.array([1.0, np.nan])).to_state()
     assert state["kind"] == "numeric"
-    assert state["version"] == 1
+    assert state["version"] == 2
     assert json.loads(json.dumps(state, allow_nan=False)) == state
     empty = NumericSketch(EDGES).to_state()
     assert empty["min"] is None
@@ -217,7 +224,7 @@ def test_numeric_state_is_plain_json():
 
 
 NUMERIC_KEYS = [
-    "edges",
+    "edges_digest",
     "counts",
     "shift",
     "sum",
@@ -234,15 +241,16 @@ def test_numeric_state_missing_key_is_named(key):
     state = NumericSketch(EDGES).update(np.array([1.0])).to_state()
     del state[key]
     with pytest.raises(ValueError, match=repr(key)):
-        NumericSketch.from_state(state)
+        NumericSketch.from_state(state, edges=EDGES)
 
 
 @pytest.mark.parametrize(
     ("key", "bad"),
     [
         ("kind", "categorical"),
-        ("version", 2),
-        ("edges", [1.0, 0.0]),
+        ("version", 1),
+        ("edges_digest", 1.0),
+        ("edges_digest", "01234567"),
         ("counts", [0, 1]),
         ("counts", [0, -1, 0, 0, 0]),
         ("counts", [0, 1.5, 0, 0, 0]),
@@ -259,14 +267,47 @@ def test_numeric_state_bad_value_is_named(key, bad):
     state = NumericSketch(EDGES).update(np.array([1.0])).to_state()
     state[key] = bad
     with pytest.raises(ValueError, match=key_path(key)):
-        NumericSketch.from_state(state)
+        NumericSketch.from_state(state, edges=EDGES)
 
 
 def test_numeric_state_min_above_max_rejected():
     state = NumericSketch(EDGES).update(np.array([1.0, 2.0])).to_state()
     state["min"] = 3.0
     with pytest.raises(ValueError, match="'min'"):
-        NumericSketch.from_state(state)
+        NumericSketch.from_state(state, edges=EDGES)
+
+
+def test_numeric_state_keeps_a_digest_of_the_edges_not_the_edges():
+    state = NumericSketch(EDGES).update(np.array([1.0])).to_state()
+    assert "edges" not in state
+    assert state["edges_digest"] == edges_digest(EDGES)
+    assert len(state["edges_digest"]) == 8
+    restored = NumericSketch.from_state(state, edges=EDGES.tolist())
+    assert restored.edges.tolist() == EDGES.tolist()
+    assert restored.to_state() == state
+
+
+@pytest.mark.parametrize(
+    ("edges", "key", "problem"),
+    [
+        ([-1.0, 0.0, 0.5], "counts", "holds 5 bins where the baseline has 4"),
+        ([-1.0, 0.0, 0.5, 2.0, 3.0], "counts", "holds 5 bins where the baseline has 6"),
+        ([-1.0, 0.0, 0.5, 2.5], "edges_digest", "does not match the baseline's edges"),
+    ],
+)
+def test_numeric_state_saved_on_other_edges_is_refused(edges, key, problem):
+    state = NumericSketch(EDGES).update(np.array([1.0])).to_state()
+    at = StatePath("monitor", ("features", "amount", "sketch"))
+    with pytest.raises(ValueError) as err:
+        NumericSketch.from_state(state, at, edges=edges)
+    expected = f"'features.amount.sketch.{key}' {problem}: saved with another baseline"
+    assert expected in str(err.value)
+
+
+def test_numeric_from_state_needs_valid_edges():
+    state = NumericSketch(EDGES).to_state()
+    with pytest.raises(ValueError, match="strictly increasing"):
+        NumericSketch.from_state(state, edges=[1.0, 0.0])
 
 
 # ------------------------------------------------------------ categorical
@@ -309,6 +350,44 @@ def test_category_accepts_typed_and_odd_columns(column, expected, nulls):
     sketch = CategorySketch().update(column)
     assert sketch.counts == expected
     assert sketch.null_count == nulls
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        objects(1, True, 1.0, False, 0, "1"),
+        objects(True, 1, None, 0.0, False, np.True_, np.int64(1)),
+        objects("a", None, 1, "a", True),
+    ],
+)
+def test_category_keeps_equal_values_of_other_types_apart(column):
+    # True == 1 == 1.0 as dict keys, but True reads "true" and 1 reads "1".
+    sketch = CategorySketch().update(column)
+    labels = [category_label(value) for value in column.tolist()]
+    oracle = Counter(label for label in labels if label is not None)
+    assert list(sketch.counts.items()) == list(oracle.items())
+    assert sketch.null_count == labels.count(None)
+
+
+@pytest.mark.parametrize("size", [1, 200, 20_000])
+def test_category_str_columns_match_a_value_by_value_oracle(size):
+    rng = np.random.default_rng(size)
+    names = np.array([f"label_{i}" for i in range(12)], dtype=object)
+    column = names[rng.integers(0, 12, size)]
+    column[rng.random(size) < 0.1] = None
+    sketch = CategorySketch(cap=6, categories=["label_3"]).update(column)
+    counts, other, nulls = {"label_3": 0}, 0, 0
+    for value in column.tolist():
+        if value is None:
+            nulls += 1
+        elif value in counts:
+            counts[value] += 1
+        elif len(counts) < 6:
+            counts[value] = 1
+        else:
+            other += 1
+    assert list(sketch.counts.items()) == list(counts.items())
+    assert (sketch.other_count, sketch.null_count) == (other, nulls)
 
 
 def test_category_rejects_2d_values():
@@ -510,8 +589,12 @@ def test_category_state_must_hold_seeds():
 
 
 def test_sketch_from_state_dispatches_and_rejects_unknown_kind():
-    assert isinstance(sketch_from_state(NumericSketch(EDGES).to_state()), NumericSketch)
+    numeric = sketch_from_state(NumericSketch(EDGES).to_state(), edges=EDGES)
+    assert isinstance(numeric, NumericSketch)
     assert isinstance(sketch_from_state(CategorySketch().to_state()), CategorySketch)
+    assert isinstance(sketch_from_state(CategorySketch().to_state(), edges=EDGES), CategorySketch)
+    with pytest.raises(ValueError, match="'kind' is 'numeric', but no baseline edges"):
+        sketch_from_state(NumericSketch(EDGES).to_state())
     with pytest.raises(ValueError, match="'kind'"):
         sketch_from_state({"kind": "quantile", "version": 1})
     with pytest.raises(ValueError, match="'kind'"):

@@ -256,7 +256,7 @@ def monitor_case(kind: str) -> Stateful:
         # ADWIN's window grows with log2 of its width on a stable stream.
         growth=4_000,
         data_maps=("features", "features.*.detectors", "*.open", "*.counts"),
-        signed=("clock.index",),
+        signed=("clock.index", "features.*.recent*"),
         skip=tuple(f"features.{name}*" for name in others),
     )
 
@@ -298,7 +298,7 @@ STATEFUL = [
     Stateful(
         name="numeric-sketch",
         make=lambda: NumericSketch(EDGES),
-        restore=NumericSketch.from_state,
+        restore=lambda state: NumericSketch.from_state(state, edges=EDGES),
         events=sketch_values,
         cut=cut_columns,
         feed=feed_numeric,
@@ -519,7 +519,7 @@ def _damaged_mapping(
         kind = (*path, "kind")
         yield "other kind", edited(state, kind, "nonsense"), dotted(kind)
         version = (*path, "version")
-        yield "other version", edited(state, version, 2), dotted(version)
+        yield "other version", edited(state, version, value["version"] + 1), dotted(version)
         yield "version as bool", edited(state, version, True), dotted(version)
 
 

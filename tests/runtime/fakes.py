@@ -295,11 +295,13 @@ def fake_config(
     routing="by_key",
     labels=None,
     baseline=None,
+    model_options=None,
 ):
     """A config for the fake broker: fixed topic names, a key prefix of its own.
 
     ``labels`` is the model's labels section; ``baseline`` a profile to use
-    instead of the fraud model's.
+    instead of the fraud model's; ``model_options`` more keys of the model's
+    section (``versions``, ``segments``, ...).
     """
     from driftstream.config import parse_config
 
@@ -310,6 +312,7 @@ def fake_config(
     model = {"baseline": str(baseline), "window": {"size": window}}
     if labels is not None:
         model["labels"] = labels
+    model.update(model_options or {})
     config = parse_config(
         {
             "models": {model_id: model},

@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from driftstream.contract import MAX_LABEL_BYTES
 from driftstream.core.baseline import build_profile
 from driftstream.runtime import decode as decode_module
 from driftstream.runtime.decode import (
@@ -413,6 +416,8 @@ DEAD = [
      "message key 'price' does not match model_id 'fraud'"),
     ("too many features", record(event()), {"max_features": 3}, "too_many_features",
      "4 features, over the limit of 3"),
+    ("long version", record(event(model_version="v" * 300)), {}, "too_long",
+     "field 'model_version' is 300 bytes, over the limit of 128"),
     ("label without a labels section",
      record({"event_id": "e1", "model_id": "fraud", "ts": TS, "label": "ok"}, topic="labs"), {},
      "labels_disabled", "model 'fraud' has no labels section"),
@@ -606,3 +611,429 @@ def test_integers_that_fit_a_double_are_numbers():
     wide = orjson.dumps(event()).replace(b"12.5", str(2**70).encode())
     batch = only_batch(decode([record(wide)])).batch
     assert batch.columns["amount"].tolist() == [float(2**70)]
+
+
+# --- many models: grouped by column layout -------------------------------------
+
+REGION = replace(FRAUD, label_kind="categorical", segment_keys=("region", "tier"))
+MANY = {
+    # a, b and c share one layout; d has another; e differs from a only in its
+    # segment keys, f only in its label kind.
+    "a": REGION,
+    "b": REGION,
+    "c": REGION,
+    "d": replace(PRICE, label_kind="numeric"),
+    "e": replace(REGION, segment_keys=("region",)),
+    "f": replace(REGION, label_kind=None),
+}
+SEGMENTS = [
+    None,
+    {},
+    {"region": "eu"},
+    {"region": "us", "tier": "gold"},
+    {"tier": "silver"},
+    {"other": "x" * 300},  # not a segment key: not limited
+]
+
+
+def many_event(rng, model, offset):
+    """A random, mostly valid event for one of ``MANY``; a few are bad."""
+    if model == "d":
+        body = {"features": {"sqft": rng.choice([80, 95.5, None])}, "prediction": rng.random()}
+    else:
+        features = {"amount": rng.random(), "age": rng.choice([30, None]), "country": "DE"}
+        body = {"features": features, "prediction": rng.choice(["ok", "fraud", 1])}
+        if rng.random() < 0.5:
+            body["score"] = rng.random()
+    value = {
+        "event_id": f"{model}{offset}",
+        "model_id": model,
+        "model_version": rng.choice(["v1", "v2", "é" * 40]),
+        "ts": TS + offset,
+        **body,
+    }
+    segment = rng.choice([*SEGMENTS, "absent"])
+    if segment != "absent":
+        value["segment"] = segment
+    bad = rng.random()
+    if bad < 0.03:
+        return b"{oops"
+    if bad < 0.06:
+        value["model_version"] = "v" * 200
+    elif bad < 0.09:
+        value["segment"] = {"region": "r" * 129}
+    elif bad < 0.12:
+        value["segment"] = {"region": 3}
+    elif bad < 0.15:
+        value["features"] = {"amount": "12"} if model != "d" else {"sqft": "80"}
+    elif bad < 0.18:
+        del value["ts"]
+    return value
+
+
+def many_label(rng, model, offset):
+    label = rng.choice([1.5, 2]) if model == "d" else rng.choice(["ok", True, [1]])
+    return {"event_id": f"{model}{offset}", "model_id": model, "ts": TS + offset, "label": label}
+
+
+def many_records(seed, count):
+    """Records of every model of ``MANY``, interleaved over topics and partitions.
+
+    Offsets rise per topic-partition, with a few swapped; a few records have
+    a key that does not match, and a few name unknown models.
+    """
+    rng = random.Random(seed)
+    models = list(MANY)
+    offsets = {}
+    records = []
+    for _ in range(count):
+        model = rng.choice(models)
+        topic = rng.choice(["preds", "preds", "feats", "labs"])
+        partition = rng.randrange(3)
+        offset = offsets.get((topic, partition), 100)
+        offsets[(topic, partition)] = offset + rng.choice([1, 1, 2])
+        maker = many_label if topic == "labs" else many_event
+        key = model.encode()
+        if rng.random() < 0.02:
+            key = b"a" if model != "a" else b"b"
+        elif rng.random() < 0.02:
+            model, key = "nope", b"nope"
+        records.append(record(maker(rng, model, offset), topic=topic, partition=partition,
+                              offset=offset, key=key))  # fmt: skip
+    for i in rng.sample(range(count - 1), count // 20):
+        records[i], records[i + 1] = records[i + 1], records[i]
+    return records
+
+
+def assert_same_batch(got, expected):
+    where = (expected.topic, expected.partition, expected.model_id)
+    assert (got.topic, got.partition, got.model_id, got.role) == (*where, expected.role)
+    assert got.offsets.tolist() == expected.offsets.tolist(), where
+    assert got.offsets.dtype == np.int64
+    np.testing.assert_array_equal(got.batch.ts, expected.batch.ts)
+    assert set(got.batch.columns) == set(expected.batch.columns)
+    for name, column in expected.batch.columns.items():
+        assert got.batch.columns[name].dtype == column.dtype, name
+        if column.dtype == np.float64:
+            np.testing.assert_array_equal(got.batch.columns[name], column)
+        else:
+            assert got.batch.columns[name].tolist() == column.tolist(), name
+    assert got.versions.tolist() == expected.versions.tolist()
+    for name in ("event_ids", "segments"):
+        mine, theirs = getattr(got, name), getattr(expected, name)
+        assert (mine is None) == (theirs is None), name
+        if theirs is not None:
+            assert mine.dtype == object and mine.tolist() == theirs.tolist(), name
+    assert set(got.segment_columns) == set(expected.segment_columns)
+    for name, column in expected.segment_columns.items():
+        assert got.segment_columns[name].dtype == object
+        assert got.segment_columns[name].tolist() == column.tolist(), name
+
+
+def decode_alone(records, chunk, monkeypatch):
+    """Each key's records decoded on their own: one model's (or the refused) at a time."""
+    monkeypatch.setattr(decode_module, "CHUNK", chunk)
+    decoder = Decoder(MANY, ROLES)
+    by_key = {}
+    for r in records:
+        by_key.setdefault(r.key, []).append(r)
+    outs = [decoder.decode(part) for part in by_key.values()]
+    batches = {(b.topic, b.partition, b.model_id): b for out in outs for b in out.batches}
+    dead = [d for out in outs for d in out.dead]
+    dead.sort(key=lambda d: (d.record.topic, d.record.partition, d.record.offset))
+    consumed = {}
+    for out in outs:
+        for counted, count in out.consumed.items():
+            consumed[counted] = consumed.get(counted, 0) + count
+    return batches, dead, consumed
+
+
+def first_chunks(records, chunk):
+    """Where each (topic, partition, model) first has an event, as (chunk, topic, ...).
+
+    The batches come in this order: by the chunk of their first event, then by
+    topic (in the order of the roles), partition and model (in config order).
+    Events with a bad field count; records refused as a whole do not.
+    """
+    topics, models = list(ROLES), list(MANY)
+    first = {}
+    for position, r in enumerate(records):
+        try:
+            model = orjson.loads(r.value).get("model_id")
+        except orjson.JSONDecodeError:
+            continue
+        if model in MANY and r.key == model.encode():
+            rank = (position // chunk, topics.index(r.topic), r.partition, models.index(model))
+            first.setdefault((r.topic, r.partition, model), rank)
+    return first
+
+
+@pytest.mark.parametrize("chunk", [500, 37, 1])
+@pytest.mark.parametrize("seed", range(4))
+def test_models_sharing_a_layout_decode_as_if_alone(seed, chunk, monkeypatch):
+    records = many_records(seed, 700)
+    expected, expected_dead, expected_consumed = decode_alone(records, chunk, monkeypatch)
+    out = Decoder(MANY, ROLES).decode(records)
+    assert len(out.batches) == len(expected)
+    for batch in out.batches:
+        assert_same_batch(batch, expected[(batch.topic, batch.partition, batch.model_id)])
+    assert [(d.record, d.reason, d.detail) for d in out.dead] == [
+        (d.record, d.reason, d.detail) for d in expected_dead
+    ]
+    assert out.consumed == expected_consumed
+    assert_accounted(records, out)
+    reasons = {d.reason for d in out.dead}
+    assert {"too_long", "wrong_type", "malformed_json", "labels_disabled"} <= reasons
+    assert "key_mismatch" in reasons and "unknown_model" in reasons
+    first = first_chunks(records, chunk)
+    ranks = [first[(b.topic, b.partition, b.model_id)] for b in out.batches]
+    assert ranks == sorted(ranks)
+
+
+@pytest.mark.parametrize("chunk", [500, 3])
+def test_batches_keep_the_order_of_one_group_per_model(chunk, monkeypatch):
+    monkeypatch.setattr(decode_module, "CHUNK", chunk)
+
+    def of(model, offset, topic="preds", partition=0):
+        value = many_event(random.Random(0), model, offset)
+        value.update(model_version="v", segment=None, features={}, prediction=1.0)
+        if topic == "labs":
+            value = many_label(random.Random(1), model, offset)
+        return record(value, topic=topic, partition=partition, offset=offset, key=model.encode())
+
+    records = [
+        of("c", 1),
+        of("a", 2, partition=1),
+        of("d", 3),
+        of("b", 4, topic="feats"),
+        of("a", 5),
+        of("c", 6, partition=1),
+        of("b", 7),
+        of("e", 8, topic="labs"),
+        of("a", 9, topic="labs"),
+    ]
+    out = Decoder(MANY, ROLES).decode(records)
+    places = [(b.topic, b.partition, b.model_id) for b in out.batches]
+    first = first_chunks(records, chunk)
+    assert places == sorted(first, key=first.__getitem__)
+    if chunk == 500:  # one chunk: by topic, partition, then model
+        assert places == [
+            ("preds", 0, "a"),
+            ("preds", 0, "b"),
+            ("preds", 0, "c"),
+            ("preds", 0, "d"),
+            ("preds", 1, "a"),
+            ("preds", 1, "c"),
+            ("feats", 0, "b"),
+            ("labs", 0, "a"),
+            ("labs", 0, "e"),
+        ]
+    labels = {b.model_id: b for b in out.batches if b.topic == "labs"}
+    assert labels["a"].batch.columns[LABEL].tolist() == ["ok"]
+    assert labels["a"].segment_columns == {} and labels["a"].segments is None
+
+
+def test_labels_of_models_without_labels_name_their_own_model():
+    label = {"event_id": "x", "ts": TS, "label": "ok"}
+    records = [
+        record({**label, "model_id": model}, topic="labs", offset=i, key=model.encode())
+        for i, model in enumerate(["f", "a", "f"])
+    ]
+    models = {**MANY, "g": MANY["f"]}
+    records.append(record({**label, "model_id": "g"}, topic="labs", offset=3, key=b"g"))
+    out = Decoder(models, ROLES).decode(records)
+    assert [(b.model_id, b.offsets.tolist()) for b in out.batches] == [("a", [1])]
+    assert [(d.record.offset, d.reason) for d in out.dead] == [
+        (0, "labels_disabled"),
+        (2, "labels_disabled"),
+        (3, "labels_disabled"),
+    ]
+    assert "model 'f' has no labels section" in out.dead[0].detail
+    assert "model 'g' has no labels section" in out.dead[2].detail
+
+
+def test_a_model_whose_rows_are_all_bad_has_no_batch_but_its_neighbours_do():
+    records = [
+        record(event(model_id="a", model_version="v" * 129), offset=0, key=b"a"),
+        record(event(model_id="b"), offset=1, key=b"b"),
+        record(event(model_id="a", ts="soon"), offset=2, key=b"a"),
+        record(event(model_id="c"), offset=3, key=b"c"),
+    ]
+    out = Decoder(MANY, ROLES).decode(records)
+    assert [(b.model_id, b.offsets.tolist()) for b in out.batches] == [("b", [1]), ("c", [3])]
+    assert [(d.record.offset, d.reason) for d in out.dead] == [
+        (0, "too_long"),
+        (2, "bad_timestamp"),
+    ]
+    assert out.consumed == {("b", "preds"): 1, ("c", "preds"): 1}
+
+
+# --- segment columns and bounded strings -------------------------------------
+
+KEYED = {"fraud": replace(FRAUD, segment_keys=("region", "tier"))}
+
+
+def keyed_decode(records):
+    return Decoder(KEYED, ROLES).decode(records)
+
+
+@pytest.mark.parametrize("same_layout", [True, False])
+def test_segment_columns_hold_each_rows_value_of_each_key(same_layout):
+    segments = [
+        {"region": "eu", "tier": "gold"},
+        {"region": "us", "tier": "silver"},
+        {"region": "eu"},  # no tier
+        None,  # null segment
+        "absent",
+        {},
+        {"tier": "bronze", "other": "x"},
+    ]
+    events = []
+    for i, segment in enumerate(segments):
+        value = event(event_id=f"e{i}")
+        if segment != "absent":
+            value["segment"] = segment
+        if not same_layout and i % 2:
+            value = dict(reversed(value.items()))
+        events.append(value)
+    batch = only_batch(keyed_decode(numbered(*events)))
+    assert set(batch.segment_columns) == {"region", "tier"}
+    assert batch.segment_columns["region"].dtype == object
+    assert batch.segment_columns["region"].tolist() == ["eu", "us", "eu", None, None, None, None]
+    assert batch.segment_columns["tier"].tolist() == [
+        "gold", "silver", None, None, None, None, "bronze"
+    ]  # fmt: skip
+    assert batch.segments.tolist()[:3] == segments[:3]
+
+
+def test_segment_columns_when_no_event_has_a_segment():
+    out = keyed_decode(numbered(event(), event(segment=None)))
+    batch = only_batch(out)
+    assert batch.segments is None
+    assert {k: v.tolist() for k, v in batch.segment_columns.items()} == {
+        "region": [None, None],
+        "tier": [None, None],
+    }
+    # A model without segment keys has no segment columns.
+    assert only_batch(decode(numbered(event(segment={"region": "eu"})))).segment_columns == {}
+
+
+def test_segment_columns_follow_their_rows_across_chunks_and_bad_rows(monkeypatch):
+    monkeypatch.setattr(decode_module, "CHUNK", 3)
+    regions = ["eu", None, "us", "ap", None, "eu", "us"]
+    records = []
+    for i, region in enumerate(regions):
+        segment = None if region is None else {"region": region}
+        records.append(record(event(ts=TS + i, segment=segment), offset=10 - i))
+    records.append(record(event(segment={"region": 4}), offset=20))
+    records.append(record(event(segment={"region": "r" * 200}), offset=21))
+    out = keyed_decode(records)
+    batch = only_batch(out)
+    assert batch.offsets.tolist() == [4, 5, 6, 7, 8, 9, 10]  # sorted by offset
+    assert batch.segment_columns["region"].tolist() == regions[::-1]
+    assert batch.segment_columns["tier"].tolist() == [None] * 7
+    assert [(d.record.offset, d.reason) for d in out.dead] == [(20, "wrong_type"), (21, "too_long")]
+
+
+def test_max_label_bytes_is_the_contracts():
+    assert MAX_LABEL_BYTES == 128
+    assert "too_long" in REASONS
+
+
+@pytest.mark.parametrize(
+    ("version", "size"),
+    [
+        ("v" * 128, None),
+        ("é" * 64, None),  # 128 bytes
+        ("€" * 42, None),  # 126 bytes
+        ("v" * 129, 129),
+        ("é" * 65, 130),
+        ("€" * 43, 129),
+        ("🙂" * 33, 132),
+        ("v" * 5000, 5000),
+    ],
+)
+def test_model_versions_longer_than_128_bytes_are_too_long(version, size):
+    # Among short versions, so the whole-chunk checks see it as one of many.
+    records = numbered(*[event(model_version=f"v{i}") for i in range(5)])
+    records.insert(2, record(event(model_version=version), offset=99))
+    out = decode(records)
+    if size is None:
+        assert out.dead == []
+        assert only_batch(out).versions.tolist()[-1] == version
+    else:
+        assert [(d.record.offset, d.reason, d.detail) for d in out.dead] == [
+            (99, "too_long", f"field 'model_version' is {size} bytes, over the limit of 128")
+        ]
+        assert only_batch(out).offsets.tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("segment", "reason", "detail"),
+    [
+        ({"region": "r" * 129}, "too_long", "segment 'region' is 129 bytes, over the limit of 128"),
+        ({"region": "eu", "tier": "ü" * 100}, "too_long",
+         "segment 'tier' is 200 bytes, over the limit of 128"),
+        ({"region": "r" * 300, "tier": "t" * 300}, "too_long",
+         "segment 'region' is 300 bytes, over the limit of 128"),
+        ({"region": "r" * 300, "tier": 1}, "wrong_type",
+         "segment 'tier' is a number, expected a string"),
+        ({"region": "r" * 128, "other": "o" * 1000}, None, None),
+        ({"other": "o" * 1000}, None, None),
+    ],
+)  # fmt: skip
+def test_segment_values_of_segment_keys_are_bounded(segment, reason, detail):
+    records = numbered(event(segment={"region": "eu"}), event(segment=segment), event())
+    out = keyed_decode(records)
+    if reason is None:
+        assert out.dead == []
+        assert only_batch(out).segment_columns["region"].tolist()[1] == segment.get("region")
+    else:
+        assert [(d.record.offset, d.reason, d.detail) for d in out.dead] == [(1, reason, detail)]
+        assert only_batch(out).offsets.tolist() == [0, 2]
+
+
+def test_a_long_version_is_refused_before_a_later_field_is_checked():
+    out = keyed_decode([record(event(model_version="v" * 200, ts="soon", segment={"region": 1}))])
+    assert [(d.reason, d.detail) for d in out.dead] == [
+        ("too_long", "field 'model_version' is 200 bytes, over the limit of 128")
+    ]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(MANY)),
+            st.sampled_from(["preds", "feats", "labs"]),
+            st.integers(0, 1),
+            st.integers(0, 2**32 - 1),
+        ),
+        max_size=30,
+    ),
+    st.integers(1, 8),
+)
+def test_any_mix_of_models_decodes_as_each_model_alone(drawn, chunk):
+    records = []
+    for offset, (model, topic, partition, seed) in enumerate(drawn):
+        rng = random.Random(seed)
+        maker = many_label if topic == "labs" else many_event
+        value = maker(rng, model, offset)
+        records.append(record(value, topic=topic, partition=partition, offset=offset,
+                              key=model.encode()))  # fmt: skip
+    was = decode_module.CHUNK
+    try:
+        decode_module.CHUNK = chunk
+        out = Decoder(MANY, ROLES).decode(records)
+        alone = {m: Decoder(MANY, ROLES).decode([r for r in records if r.key == m.encode()])
+                 for m in MANY}  # fmt: skip
+    finally:
+        decode_module.CHUNK = was
+    expected = {(b.topic, b.partition, b.model_id): b for o in alone.values() for b in o.batches}
+    assert len(out.batches) == len(expected)
+    for batch in out.batches:
+        assert_same_batch(batch, expected[(batch.topic, batch.partition, batch.model_id)])
+    dead = [(d.record, d.reason, d.detail) for o in alone.values() for d in o.dead]
+    dead.sort(key=lambda letter: (letter[0].topic, letter[0].partition, letter[0].offset))
+    assert [(d.record, d.reason, d.detail) for d in out.dead] == dead
+    assert_accounted(records, out)

@@ -141,6 +141,8 @@ def test_statistics_become_labelled_gauges_and_nan_is_skipped(registry, metrics)
             registry,
             "driftstream_drift_statistic",
             model="churn",
+            version="",
+            segment="",
             feature=feature,
             statistic=statistic,
             reference=reference,
@@ -166,10 +168,27 @@ def test_feature_series_are_capped_per_model_and_the_rest_counted(registry, metr
         if line.startswith("driftstream_drift_statistic{") and 'model="churn"' in line
     ]
     assert len(churn_series) == 3
-    stat_a = {"model": "churn", "feature": "a", "statistic": "psi", "reference": "baseline"}
+    stat_a = {
+        "model": "churn",
+        "version": "",
+        "segment": "",
+        "feature": "a",
+        "statistic": "psi",
+        "reference": "baseline",
+    }
     assert registry.get_sample_value("driftstream_drift_statistic", stat_a) == 0.9
     assert sample(registry, "driftstream_metric_series_dropped_total", model="churn") == 3
     assert sample(registry, "driftstream_metric_series_dropped_total", model="fraud") is None
+
+
+def test_statistics_of_a_version_and_segment_get_their_own_series(registry, metrics):
+    metrics.observe_statistics("churn", {("age", "psi", "baseline"): 0.1})
+    metrics.observe_statistics("churn", {("age", "psi", "baseline"): 0.4}, "v2", "country=US")
+    labels = {"model": "churn", "feature": "age", "statistic": "psi", "reference": "baseline"}
+    whole = {**labels, "version": "", "segment": ""}
+    canary = {**labels, "version": "v2", "segment": "country=US"}
+    assert registry.get_sample_value("driftstream_drift_statistic", whole) == 0.1
+    assert registry.get_sample_value("driftstream_drift_statistic", canary) == 0.4
 
 
 def test_nan_does_not_use_up_the_feature_budget(registry):

@@ -166,6 +166,8 @@ BAD = [
     ("prediction", {**PREDICTION, "event_id": 7}),
     ("prediction", {**PREDICTION, "model_id": ""}),
     ("prediction", {**PREDICTION, "features": {f"f{i}": 1 for i in range(257)}}),
+    ("prediction", {**PREDICTION, "model_version": "v" * 129}),
+    ("feature", {**FEATURES, "model_version": "v" * 129}),
     ("feature", {k: v for k, v in FEATURES.items() if k != "features"}),
     ("label", {k: v for k, v in LABEL.items() if k != "label"}),
     ("label", {**LABEL, "label": None}),

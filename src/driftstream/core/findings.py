@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DRIFT = "drift"
 RESOLVED = "resolved"
+COMPARISON = "comparison"
 
 BASELINE = "baseline"
 PREVIOUS_WINDOW = "previous_window"
@@ -14,12 +16,14 @@ PREVIOUS_WINDOW = "previous_window"
 
 @dataclass(frozen=True)
 class Finding:
-    """A drift episode starting (``kind="drift"``) or ending (``"resolved"``).
+    """An episode starting (``kind="drift"``, ``"comparison"``...) or ending (``"resolved"``).
 
     ``row`` is the position, within the batch given to ``update``, of the
     event that triggered the finding (the event that closed the window, or
     the event at which a detector fired). The runtime maps it to a Kafka
-    offset. ``event_time`` is that event's ``ts``.
+    offset. ``event_time`` is that event's ``ts``. ``details`` holds plain
+    JSON-able extras of some kinds (a comparison names both versions); it
+    takes no part in the hash.
     """
 
     kind: str
@@ -37,10 +41,13 @@ class Finding:
     window_count: int
     event_time: float
     row: int
+    details: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data view (JSON-able)."""
-        return asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["details"] = None if self.details is None else dict(self.details)
+        return data
 
 
 @dataclass(frozen=True)

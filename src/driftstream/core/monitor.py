@@ -36,7 +36,8 @@ Two kinds of evidence, complementary on purpose:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ from driftstream.core.settings import (
     MonitorSettings,
     StatisticSetting,
 )
-from driftstream.core.sketches import CategorySketch, NumericSketch, sketch_from_state
+from driftstream.core.sketches import CategorySketch, NumericSketch
 from driftstream.core.state import STATE_VERSION, StatePath, StateReader
 from driftstream.core.windows import Bounds, Clock, CountClock, TimeClock, clock_from_state
 
@@ -83,10 +84,15 @@ _DETECTOR_CLASSES: dict[str, type[ADWIN] | type[PageHinkley]] = {
     PAGE_HINKLEY: PageHinkley,
 }
 RECENT = 64  # values behind a detector finding's reported level
+# Those values are kept in steps of 1/4096 (they lie within ±sqrt(3)), so the
+# state holds small integers and the level never depends on batch cuts.
+RECENT_STEPS = 4096.0
+RECENT_LIMIT = 7200
 SQRT12 = math.sqrt(12.0)
 Profile = NumericProfile | CategoricalProfile
 Sketch = NumericSketch | CategorySketch
 Detector = ADWIN | PageHinkley
+IntArray = npt.NDArray[np.intp]
 
 
 def profiles_of(baseline: BaselineProfile) -> dict[str, Profile]:
@@ -182,9 +188,13 @@ class FeatureWatch:
         assert isinstance(self.profile, CategoricalProfile)
         return sketch.vector(self.profile.categories)
 
-    def roll(self, min_count: int) -> None:
-        """Close the window: keep it as the previous one if it was big enough."""
-        if self.sketch.count >= min_count:
+    def roll(self, min_count: int, keep: bool) -> None:
+        """Close the window; with ``keep``, it becomes the previous one if it was big enough.
+
+        Only ``compare_previous`` reads the previous window, so without it
+        none is kept: less state to commit every batch.
+        """
+        if keep and self.sketch.count >= min_count:
             self.previous = self.sketch.copy()
         self.sketch.reset()
 
@@ -198,12 +208,20 @@ class FeatureWatch:
         assert isinstance(self.profile, NumericProfile)
         return (self.profile.cdf(values) - 0.5) * SQRT12
 
+    def feed(self, values: npt.NDArray[np.float64]) -> Fed:
+        """The finite values standardised for the detectors; ``recent`` moves past them."""
+        rows = np.flatnonzero(np.isfinite(values))
+        z = self.standardised(values[rows])
+        recent = np.concatenate([self.recent, _quantised(z)])
+        self.recent = recent[-RECENT:].copy()  # not a view that keeps the batch alive
+        return Fed(rows, z, recent, len(z))
+
     def to_state(self) -> dict[str, Any]:
         return {
             "sketch": self.sketch.to_state(),
             "previous": None if self.previous is None else self.previous.to_state(),
-            "detectors": {name: d.to_state() for name, d in self.detectors.items()},
-            "recent": self.recent.tolist(),
+            "detectors": {name: _running(name, d) for name, d in self.detectors.items()},
+            "recent": np.rint(self.recent * RECENT_STEPS).astype(np.int64).tolist(),
         }
 
     def restore(self, state: Mapping[str, Any], at: StatePath) -> None:
@@ -211,6 +229,8 @@ class FeatureWatch:
 
         The settings decide which detectors run: a saved detector the
         settings no longer list is dropped, a newly listed one starts fresh.
+        They also give the detectors' parameters (the state keeps only the
+        running values), so a changed threshold applies from the next batch.
         """
         reader = StateReader(state, None, _WATCH_KEYS, at)
         self.sketch = self._restored_sketch(reader.raw("sketch"), reader.child("sketch"))
@@ -223,23 +243,46 @@ class FeatureWatch:
                 reader.fail("detectors", f"names an unknown detector {name!r}")
             if name in self.detectors:
                 where = reader.child("detectors") / name
-                self.detectors[name] = cls.from_state(detector_state, where)
-        recent = reader.numbers("recent")
+                if not isinstance(detector_state, Mapping):
+                    where.wrong(None, "a mapping", detector_state)
+                full = {**detector_state, **_parameters(name, self.detectors[name])}
+                self.detectors[name] = cls.from_state(full, where)
+        recent = reader.array("recent")
         if len(recent) > RECENT:
             reader.fail("recent", f"must hold at most {RECENT} values, got {len(recent)}")
-        self.recent = np.asarray(recent, dtype=np.float64)
+        for i, step in enumerate(recent):
+            if type(step) is not int or abs(step) > RECENT_LIMIT:
+                reader.child("recent").wrong(f"[{i}]", f"an integer within ±{RECENT_LIMIT}", step)
+        self.recent = np.asarray(recent, dtype=np.float64) / RECENT_STEPS
 
     def _restored_sketch(self, state: Any, at: StatePath) -> Sketch:
-        """A saved sketch, refused unless it fits this column's baseline."""
-        sketch = sketch_from_state(state, at)
+        """A saved sketch, refused unless it fits this column's baseline.
+
+        A numeric sketch is restored on the baseline's edges; its state keeps
+        only their digest and refuses other edges or another bin count.
+        """
         if isinstance(self.profile, NumericProfile):
-            if not isinstance(sketch, NumericSketch):
-                at.wrong("kind", "'numeric' for a numeric column", sketch.to_state()["kind"])
-            if sketch.edges.tolist() != list(self.profile.edges):
-                at.fail("edges", "differ from the baseline's: saved with another baseline")
-        elif not isinstance(sketch, CategorySketch):
-            at.wrong("kind", "'categorical' for a categorical column", "numeric")
-        return sketch
+            return NumericSketch.from_state(state, at, edges=self.profile.edges)
+        return CategorySketch.from_state(state, at)
+
+
+# Detector parameters come from the settings, so saved states leave them out.
+_PARAMETERS = {
+    ADWIN_NAME: ("delta", "clock", "max_buckets", "min_window_length", "grace_period"),
+    PAGE_HINKLEY: ("min_instances", "delta", "threshold", "alpha", "mode"),
+}
+
+
+def _running(name: str, detector: Detector) -> dict[str, Any]:
+    state = detector.to_state()
+    for key in _PARAMETERS[name]:
+        del state[key]
+    return state
+
+
+def _parameters(name: str, detector: Detector) -> dict[str, Any]:
+    state = detector.to_state()
+    return {key: state[key] for key in _PARAMETERS[name]}
 
 
 def _new_detector(name: str, settings: MonitorSettings) -> Detector:
@@ -273,12 +316,17 @@ class ModelMonitor:
 
     def update(self, batch: Batch) -> list[Finding]:
         """Feed one micro-batch; returns the findings it triggered, by row."""
+        return update_monitors([(self, batch)])[0]
+
+    def _columns(self, batch: Batch) -> dict[str, np.ndarray]:
+        return {name: watch.column(batch) for name, watch in self.watches.items()}
+
+    def _finish(
+        self, batch: Batch, columns: Mapping[str, np.ndarray], detected: list[Finding]
+    ) -> list[Finding]:
+        """Windows, after the detectors ran: fill, close and judge; all findings by row."""
         self.readings = []
-        columns = {name: watch.column(batch) for name, watch in self.watches.items()}
-        findings: list[Finding] = []
-        for name, watch in self.watches.items():
-            if watch.detectors:
-                findings += self._detect(watch, columns[name], batch)
+        findings = detected
         for segment in self.clock.plan(batch.ts):
             for name, watch in self.watches.items():
                 watch.add(columns[name][segment.start : segment.stop])
@@ -288,22 +336,21 @@ class ModelMonitor:
         self.events += len(batch)
         return sorted(findings, key=lambda finding: finding.row)
 
-    def _detect(self, watch: FeatureWatch, values: np.ndarray, batch: Batch) -> list[Finding]:
-        rows = np.flatnonzero(np.isfinite(values))
-        z = watch.standardised(values[rows])
-        recent = np.concatenate([watch.recent, z])
-        watch.recent = recent[-RECENT:]
+    def _detected(
+        self, watch: FeatureWatch, fed: Fed, positions: Mapping[str, IntArray], batch: Batch
+    ) -> list[Finding]:
+        """Findings of one column's detectors, from the positions where each fired."""
         findings = []
         for name, detector in watch.detectors.items():
             threshold = _detector_threshold(detector)
-            positions = detector.update_many(z)
             key = f"{watch.feature.name}|{name}"
-            detections = (self.events + rows[positions]).tolist()
+            detections = (self.events + fed.rows[positions[name]]).tolist()
             for kind, position in self.detector_episodes.advance(
                 key, detections, self.events + len(batch)
             ):
                 row = position - self.events
-                level = _recent_mean(recent, len(recent) - len(z) + _rank(rows, row))
+                stop = len(fed.recent) - fed.count + _rank(fed.rows, row)
+                level = _recent_mean(fed.recent, stop)
                 findings.append(
                     self._detector_finding(kind, watch, name, level, threshold, batch, row)
                 )
@@ -345,7 +392,7 @@ class ModelMonitor:
         for watch in self.watches.values():
             if bounds.count >= min_count:
                 findings += self._judge(watch, bounds, batch, trigger)
-            watch.roll(min_count)
+            watch.roll(min_count, self.settings.compare_previous)
         return findings
 
     def _judge(self, watch: FeatureWatch, bounds: Bounds, batch: Batch, row: int) -> list[Finding]:
@@ -442,6 +489,65 @@ class ModelMonitor:
         return monitor
 
 
+@dataclass
+class Fed:
+    """What one column's detectors were fed in a batch."""
+
+    rows: IntArray  # batch rows with a finite value
+    z: npt.NDArray[np.float64]  # their standardised values
+    recent: npt.NDArray[np.float64]  # the recent values before them, then them
+    count: int  # len(z)
+
+
+def update_monitors(work: Sequence[tuple[ModelMonitor, Batch]]) -> list[list[Finding]]:
+    """Feed each monitor its batch; every detector of every monitor runs in one pass.
+
+    Equivalent to ``monitor.update(batch)`` for each pair in turn (the
+    monitors are independent), but the sequential detectors of all of them
+    are updated together, so the fixed cost of a detector call is paid once
+    per batch rather than once per column of each monitor. With many small
+    monitors (models, versions, segments) that fixed cost would dominate.
+    """
+    columns = [monitor._columns(batch) for monitor, batch in work]
+    fed: list[dict[str, Fed]] = []
+    adwins: list[ADWIN] = []
+    adwin_values: list[npt.NDArray[np.float64]] = []
+    hinkleys: list[PageHinkley] = []
+    hinkley_values: list[npt.NDArray[np.float64]] = []
+    for (monitor, _), cols in zip(work, columns, strict=True):
+        fed.append({})
+        for name, watch in monitor.watches.items():
+            if not watch.detectors:
+                continue
+            column_fed = fed[-1][name] = watch.feed(cols[name])
+            for detector in watch.detectors.values():
+                if isinstance(detector, ADWIN):
+                    adwins.append(detector)
+                    adwin_values.append(column_fed.z)
+                else:
+                    hinkleys.append(detector)
+                    hinkley_values.append(column_fed.z)
+    found = dict(zip(map(id, adwins), update_adwins(adwins, adwin_values), strict=True))
+    hits = update_page_hinkleys(hinkleys, hinkley_values)
+    found.update(zip(map(id, hinkleys), hits, strict=True))
+    results = []
+    for (monitor, batch), cols, monitor_fed in zip(work, columns, fed, strict=True):
+        detected: list[Finding] = []
+        for name, column_fed in monitor_fed.items():
+            watch = monitor.watches[name]
+            positions = {d: found[id(detector)] for d, detector in watch.detectors.items()}
+            detected += monitor._detected(watch, column_fed, positions, batch)
+        results.append(monitor._finish(batch, cols, detected))
+    return results
+
+
+def update_adwins(detectors, values):  # type: ignore[no-untyped-def]
+    return [d.update_many(v) for d, v in zip(detectors, values, strict=True)]
+
+
+update_page_hinkleys = update_adwins
+
+
 def _profile_for(feature: FeatureSettings, profiles: Mapping[str, Profile]) -> Profile:
     profile = profiles.get(feature.name)
     if profile is None:
@@ -471,6 +577,10 @@ def _new_clock(settings: MonitorSettings) -> Clock:
 def _rank(rows: npt.NDArray[np.intp], row: int) -> int:
     """How many finite values come before ``row`` in the batch, plus one."""
     return int(np.searchsorted(rows, row, side="right"))
+
+
+def _quantised(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.rint(z * RECENT_STEPS) / RECENT_STEPS
 
 
 def _recent_mean(values: npt.NDArray[np.float64], stop: int) -> float:

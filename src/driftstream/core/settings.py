@@ -121,3 +121,27 @@ class MonitorSettings:
     )
     compare_previous: bool = False
     category_cap: int = 50
+
+
+@dataclass(frozen=True)
+class ComparisonSettings:
+    """Everything one ``VersionComparison`` needs besides its baseline.
+
+    ``columns`` are the model's outputs (``__prediction__`` and/or
+    ``__score__``) with the statistics and thresholds drift uses; their
+    detectors play no part. Windows are ``seconds`` of event time, and two
+    versions are compared in a window only if each has ``min_count`` events
+    in it. ``champion`` None picks, in each window, the version with the
+    most events (ties to the smallest name). At most ``max_versions``
+    versions are held; rows of versions beyond it in one window are counted
+    and ignored.
+    """
+
+    model_id: str
+    columns: tuple[FeatureSettings, ...]
+    seconds: float = 300.0
+    min_count: int = 500
+    champion: str | None = None
+    max_versions: int = 8
+    episodes: EpisodeSettings = field(default_factory=EpisodeSettings)
+    category_cap: int = 50

@@ -9,6 +9,7 @@ with ``to_state()`` so a restarted worker continues exactly where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,10 @@ their squares below 4e200, so the sums stay finite for 1e107 values. No
 measured quantity comes near the limit; counts, ``min`` and ``max`` keep the
 exact values.
 """
+NUMERIC_STATE_VERSION = 2
+"""Version of a numeric sketch's state. Version 2 leaves the edges out (the
+baseline holds them) and keeps their digest; version 1 saved the edges."""
+
 # A restored state may claim at most this much per value, with room for the
 # rounding of merges, so continuing from it can never overflow either.
 _SUM_PER_VALUE = 4 * MOMENT_LIMIT
@@ -213,12 +218,17 @@ class NumericSketch:
         return clone
 
     def to_state(self) -> dict[str, Any]:
-        """Plain JSON-able data; ``min``/``max`` are None while empty (JSON has no inf)."""
+        """Plain JSON-able data; ``min``/``max`` are None while empty (JSON has no inf).
+
+        The edges are not saved, only their digest (see :func:`edges_digest`):
+        they are the baseline's, so whoever restores the sketch passes them
+        back to :meth:`from_state`.
+        """
         empty = self.count == 0
         return {
             "kind": "numeric",
-            "version": STATE_VERSION,
-            "edges": self.edges.tolist(),
+            "version": NUMERIC_STATE_VERSION,
+            "edges_digest": edges_digest(self.edges),
             "counts": self._counts.tolist(),
             "shift": self._shift,
             "sum": self._sum,
@@ -230,15 +240,27 @@ class NumericSketch:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> Self:
-        """Rebuild a sketch saved by :meth:`to_state`; ValueError names a bad key."""
-        reader = StateReader(state, "numeric", _NUMERIC_KEYS, at or StatePath("sketch"))
-        edges = reader.numbers("edges")
-        try:
-            sketch = cls(edges)
-        except ValueError as err:
-            reader.fail("edges", f"is invalid: {err}")
-        sketch._counts = np.array(reader.counts("counts", sketch.edges.size + 1), dtype=np.int64)
+    def from_state(
+        cls, state: Mapping[str, Any], at: StatePath | None = None, *, edges: npt.ArrayLike
+    ) -> Self:
+        """Rebuild a sketch saved by :meth:`to_state` on ``edges``; ValueError names a bad key.
+
+        ``edges`` are the inner edges of the baseline the sketch belongs to. A
+        state whose bin count or edges digest differs was saved with another
+        baseline and is refused.
+        """
+        at = at or StatePath("sketch")
+        reader = StateReader(state, "numeric", _NUMERIC_KEYS, at, version=NUMERIC_STATE_VERSION)
+        sketch = cls(edges)
+        counts = reader.counts("counts")
+        bins = sketch.edges.size + 1
+        if len(counts) != bins:
+            problem = f"holds {len(counts)} bins where the baseline has {bins}"
+            reader.fail("counts", f"{problem}: saved with another baseline")
+        if reader.text("edges_digest") != edges_digest(sketch.edges):
+            problem = "does not match the baseline's edges: saved with another baseline"
+            reader.fail("edges_digest", problem)
+        sketch._counts = np.array(counts, dtype=np.int64)
         sketch._null_count = reader.count("null_count")
         sketch._nonfinite_count = reader.count("nonfinite_count")
         sketch._shift, sketch._sum, sketch._sumsq = _load_moments(reader, sketch.count)
@@ -247,7 +269,7 @@ class NumericSketch:
 
 
 _NUMERIC_KEYS = (
-    "edges",
+    "edges_digest",
     "counts",
     "shift",
     "sum",
@@ -257,6 +279,23 @@ _NUMERIC_KEYS = (
     "null_count",
     "nonfinite_count",
 )
+
+
+def edges_digest(edges: npt.ArrayLike) -> str:
+    """A short fingerprint of inner bin edges, saved in place of the edges.
+
+    8 hex digits of BLAKE2b over the edges as little-endian float64 bytes
+    (``-0.0`` read as ``0.0``, as the two compare equal): enough to catch a
+    state saved with another baseline, short enough to repeat in every
+    saved sketch.
+
+    >>> edges_digest([0.0, 1.0]) == edges_digest(np.array([-0.0, 1.0]))
+    True
+    >>> edges_digest([0.0, 1.0]) == edges_digest([0.0, 1.5])
+    False
+    """
+    data = (np.asarray(edges, dtype=np.float64) + 0.0).astype("<f8").tobytes()
+    return hashlib.blake2b(data, digest_size=4).hexdigest()
 
 
 def _load_moments(reader: StateReader, count: int) -> tuple[float, float, float]:
@@ -293,14 +332,19 @@ def _distinct(column: npt.NDArray[Any]) -> Iterable[tuple[object, int]]:
         return zip(values[order].tolist(), counts[order].tolist(), strict=True)
     items = column.tolist()
     # np.unique cannot order mixed types, and casting to a fixed-width str dtype
-    # sizes every row like the longest value; hashing in C has neither problem.
-    # Keying on the type keeps True apart from 1, which compare equal. A
-    # Counter keeps keys in order of first appearance.
+    # sizes every row like the longest value; hashing in C has neither problem,
+    # and a Counter keeps keys in order of first appearance. Counting the
+    # values themselves is fastest (also faster than integer codes and
+    # np.bincount), but True, 1 and 1.0 are one key while their labels differ:
+    # unless every key is a str or None, count again keyed on the type too.
     try:
-        tally = Counter(zip(map(type, items), items, strict=True))
+        tally = Counter(items)
     except TypeError:  # an unhashable value (a list or dict) slipped past validation
         return Counter(map(category_label, items)).items()
-    return ((value, count) for (_, value), count in tally.items())
+    if all(type(value) is str or value is None for value in tally):
+        return tally.items()
+    typed = Counter(zip(map(type, items), items, strict=True))
+    return ((value, count) for (_, value), count in typed.items())
 
 
 def _label_counts(values: npt.ArrayLike) -> tuple[dict[str, int], int]:
@@ -494,16 +538,24 @@ class CategorySketch:
 
 
 def sketch_from_state(
-    state: Mapping[str, Any], at: StatePath | None = None
+    state: Mapping[str, Any],
+    at: StatePath | None = None,
+    edges: npt.ArrayLike | None = None,
 ) -> NumericSketch | CategorySketch:
     """Rebuild whichever sketch ``state["kind"]`` names.
 
+    A numeric sketch's state does not hold its edges: pass the baseline's
+    inner ``edges``. Without them a numeric state is refused.
+
     >>> sketch_from_state(CategorySketch(cap=3).to_state()).cap
+    3
+    >>> sketch_from_state(NumericSketch([0.0, 1.0]).to_state(), edges=[0.0, 1.0]).counts.size
     3
     """
     at = at or StatePath("sketch")
-    kinds: dict[str, type[NumericSketch] | type[CategorySketch]] = {
-        "numeric": NumericSketch,
-        "categorical": CategorySketch,
-    }
-    return kinds[read_kind(state, kinds, at)].from_state(state, at)
+    kind = read_kind(state, ("numeric", "categorical"), at)
+    if kind == "categorical":
+        return CategorySketch.from_state(state, at)
+    if edges is None:
+        at.fail("kind", "is 'numeric', but no baseline edges were given to restore it on")
+    return NumericSketch.from_state(state, at, edges=edges)

@@ -115,11 +115,17 @@ class StateReader:
 
     ``kind`` None reads a plain mapping with no ``kind``/``version`` (a part
     of its owner's state); ``keys`` are all the other keys it must hold, and
-    the only ones it may.
+    the only ones it may. ``version`` is the layout version the state must
+    carry: the shared one unless a class moved its own on.
     """
 
     def __init__(
-        self, state: object, kind: str | None, keys: Iterable[str], at: StatePath | None = None
+        self,
+        state: object,
+        kind: str | None,
+        keys: Iterable[str],
+        at: StatePath | None = None,
+        version: int = STATE_VERSION,
     ) -> None:
         self.at = at if at is not None else StatePath(kind or "saved")
         if not isinstance(state, Mapping):
@@ -128,7 +134,7 @@ class StateReader:
         expected = tuple(keys)
         if kind is not None:
             # kind and version first: a state of another version may hold other keys.
-            self._check_header(kind)
+            self._check_header(kind, version)
             expected = ("kind", "version", *expected)
         for key in expected:
             if key not in state:
@@ -137,8 +143,8 @@ class StateReader:
             if key not in expected:
                 self.at.fail_whole(f"has unknown key {self.at.describe(key)}")
 
-    def _check_header(self, kind: str) -> None:
-        for key, expected in (("kind", kind), ("version", STATE_VERSION)):
+    def _check_header(self, kind: str, version: int) -> None:
+        for key, expected in (("kind", kind), ("version", version)):
             if key not in self.state:
                 self.at.fail_whole(f"is missing key {self.at.describe(key)}")
             value = self.state[key]

@@ -42,7 +42,7 @@ from driftstream.runtime.decode import DeadLetter
 
 ALERT_SCHEMA_VERSION = 1
 # Kinds the contract defines; the monitors emit drift and resolved today.
-ALERT_KINDS = ("drift", "resolved", "quality", "anomaly", "performance")
+ALERT_KINDS = ("drift", "resolved", "quality", "anomaly", "performance", "comparison")
 
 # Header names on dead letters; every value is UTF-8 text.
 HEADER_REASON = "driftstream.dlq.reason"
@@ -64,11 +64,13 @@ class Source:
     offset: int
 
 
-def alert_id(finding: Finding, role: str, source: Source) -> str:
+def alert_id(finding: Finding, role: str, source: Source, monitor: str = "") -> str:
     """A deterministic id: 32 hex digits of SHA-256 over what triggered the alert.
 
     The hashed fields go into a JSON array in a fixed order, so no two
-    different combinations can serialise alike.
+    different combinations can serialise alike. ``monitor`` tells apart the
+    monitors of one model's versions and segments, which one event feeds
+    together; the whole-traffic monitor's is empty, and left out.
     """
     identity = [
         finding.model_id,
@@ -82,6 +84,8 @@ def alert_id(finding: Finding, role: str, source: Source) -> str:
         int(source.partition),
         int(source.offset),
     ]
+    if monitor:
+        identity.append(monitor)
     return hashlib.sha256(orjson.dumps(identity)).hexdigest()[:32]
 
 
@@ -92,11 +96,22 @@ def alert_event(
     source: Source,
     model_version: str,
     segment: Mapping[str, str] | None = None,
+    monitor: str = "",
 ) -> dict[str, Any]:
-    """The alert event for one finding, as published (``segment`` ``{}`` = whole model)."""
+    """The alert event for one finding, as published (``segment`` ``{}`` = whole model).
+
+    ``monitor`` is the monitor's key suffix (see ``alert_id``); the
+    finding's own ``details`` join the event's.
+    """
+    details = {
+        "reference": finding.reference,
+        "role": role,
+        "event_time_rfc3339": rfc3339(finding.event_time),
+    }
+    details.update(finding.details or {})
     return {
         "schema_version": ALERT_SCHEMA_VERSION,
-        "alert_id": alert_id(finding, role, source),
+        "alert_id": alert_id(finding, role, source, monitor),
         "kind": finding.kind,
         "severity": finding.severity,
         "model_id": finding.model_id,
@@ -118,11 +133,7 @@ def alert_event(
             "offset": int(source.offset),
         },
         "event_time": _finite(finding.event_time),
-        "details": {
-            "reference": finding.reference,
-            "role": role,
-            "event_time_rfc3339": rfc3339(finding.event_time),
-        },
+        "details": details,
     }
 
 

@@ -15,6 +15,13 @@ How it stays fast (``bench/bench_decode.py`` measures it against a bare
   call per chunk), model ids and keys are checked with ``map`` over the
   chunk. Only a chunk where one of them fails is walked record by record,
   to find and name the bad records.
+- **Groups by column layout, not by model.** Within a chunk, records are
+  grouped by (topic, partition, layout): models whose ``ModelColumns`` are
+  equal share one group, and each row keeps its model's code. So 100 models
+  cost about what one does, instead of 100 groups of a few rows each per
+  chunk. ``finish`` orders a group's rows by (model, offset) with one sort,
+  takes every column once in that order and slices it into one
+  ``ModelBatch`` per model.
 - **Columns, not events.** Producers write every event with the same keys in
   the same order, so one flat list of a chunk's values, sliced with a
   stride, yields each field without a lookup per event (events with other
@@ -28,6 +35,10 @@ Decisions the contract leaves open:
 - A required field (``event_id``, ``model_id``, ``model_version``, ``ts``,
   ``features``, ``prediction``) that is absent or null is ``missing_field``.
 - ``score`` and ``segment`` may be absent or null; either means "none".
+- ``model_version`` and the values of the model's ``segment_keys`` are at
+  most ``MAX_LABEL_BYTES`` UTF-8 bytes (``too_long`` otherwise): they key
+  monitor state and label metric series. Values of other segment keys are
+  not limited.
 - Unknown top-level fields and unknown feature names are ignored: the
   baseline defines what is watched. Configured features an event lacks are
   missing values (NaN / ``None``).
@@ -63,7 +74,7 @@ import math
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
@@ -81,6 +92,7 @@ from driftstream.contract import (  # noqa: F401
     LABELS,
     LABELS_DISABLED,
     MALFORMED_JSON,
+    MAX_LABEL_BYTES,
     MAX_TS,
     MISSING_FIELD,
     NON_FINITE,
@@ -89,6 +101,7 @@ from driftstream.contract import (  # noqa: F401
     PREDICTIONS,
     REASONS,
     ROLES,
+    TOO_LONG,
     TOO_MANY_FEATURES,
     UNKNOWN_MODEL,
     UNKNOWN_TOPIC,
@@ -132,7 +145,8 @@ _JSON_NAMES = {
 }
 _SHOWN = 80
 
-_Place = tuple[str, int, str]
+# (topic, partition, layout code)
+_Place = tuple[str, int, int]
 _Fix = Callable[[int, Any], Any]
 
 
@@ -166,7 +180,10 @@ class ModelBatch:
     """One model's valid events from one topic-partition, in offset order.
 
     ``segments`` holds each row's ``segment`` object (``None`` where absent),
-    or is ``None`` when no row of the batch has one.
+    or is ``None`` when no row of the batch has one. ``segment_columns`` has
+    one object array per name in the model's ``segment_keys``: each row's
+    value of that key (a ``str``), or ``None`` where the event has no
+    segment or not that key.
     """
 
     model_id: str
@@ -178,6 +195,7 @@ class ModelBatch:
     versions: np.ndarray
     segments: np.ndarray | None = None
     event_ids: np.ndarray | None = None  # predictions and labels only
+    segment_columns: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,6 +217,9 @@ class ModelColumns:
     has_score: bool
     # numeric (regression) or categorical (classification); None: labels refused.
     label_kind: str | None = None
+    # The segment keys the model's monitors split by: each gets a column of
+    # values in ``ModelBatch.segment_columns``, at most MAX_LABEL_BYTES each.
+    segment_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_baseline(cls, baseline: BaselineProfile) -> ModelColumns:
@@ -235,8 +256,20 @@ class Decoder:
         self.max_message_bytes = max_message_bytes
         self.max_features = max_features
         self._keys = {model_id: model_id.encode() for model_id in self.models}
+        self._model_ids = tuple(self.models)
         self._model_codes = {model_id: i for i, model_id in enumerate(self.models)}
         self._topic_codes = {topic: i for i, topic in enumerate(self.roles)}
+        # Layouts: models with equal columns share a code and so a group.
+        # Labels need only the label kind, so they have codes of their own.
+        self._layouts: list[ModelColumns] = []
+        columns_codes = [_code_of(self._layouts, spec) for spec in self.models.values()]
+        label_codes = [
+            _code_of(self._layouts, ModelColumns((), (), None, False, spec.label_kind))
+            for spec in self.models.values()
+        ]
+        # [0 for inputs or 1 for labels, model code] -> layout code
+        self._layout_codes = np.array([columns_codes, label_codes], dtype=np.intp)
+        self._label_topics = np.array([role == LABELS for role in self.roles.values()], np.intp)
         self._nonce = "z" + secrets.token_hex(16)
         self._separator = f',"{self._nonce}",'.encode()
 
@@ -247,62 +280,77 @@ class Decoder:
     def _decode(self, records: Sequence[Record]) -> Decoded:
         groups: dict[_Place, _Group] = {}
         dead: list[DeadLetter] = []
-        for start in range(0, len(records), CHUNK):
+        for chunk, start in enumerate(range(0, len(records), CHUNK)):
             kept, events, model_ids = self._parse(records[start : start + CHUNK], dead)
-            for place, group_records, group_events in self._split(kept, events, model_ids):
+            for place, group_records, group_events, codes in self._split(kept, events, model_ids):
                 group = groups.get(place)
                 if group is None:
                     group = groups[place] = self._new_group(place)
-                group.add(group_records, group_events)
-        batches: list[ModelBatch] = []
-        consumed: dict[tuple[str, str], int] = {}
-        for group in groups.values():
-            batch = group.finish()
+                group.add(group_records, group_events, codes, chunk)
+        # Batches come in the order of (first chunk, topic, partition, model)
+        # that one group per model and chunk gave, so alerts keep their order.
+        found: list[tuple[tuple[int, int, int, int], ModelBatch]] = []
+        for (topic, partition, _), group in groups.items():
+            topic_code = self._topic_codes[topic]
+            for code, batch in group.finish():
+                found.append(((group.first_chunk[code], topic_code, partition, code), batch))
             dead.extend(group.dead_letters())
-            if batch is not None:
-                batches.append(batch)
-                counted = (batch.model_id, batch.topic)
-                consumed[counted] = consumed.get(counted, 0) + len(batch.offsets)
+        found.sort(key=itemgetter(0))
+        batches = [batch for _, batch in found]
+        consumed: dict[tuple[str, str], int] = {}
+        for batch in batches:
+            counted = (batch.model_id, batch.topic)
+            consumed[counted] = consumed.get(counted, 0) + len(batch.offsets)
         dead.sort(key=_source)
         return Decoded(batches, dead, consumed)
 
     def _split(
         self, records: list[Record], events: list[Any], model_ids: list[str]
-    ) -> list[tuple[_Place, list[Record], list[Any]]]:
-        """The chunk's events per (topic, partition, model), each in arrival order."""
+    ) -> list[tuple[_Place, list[Record], list[Any], npt.NDArray[np.intp]]]:
+        """The chunk's events per (topic, partition, layout), with their model codes.
+
+        Each group keeps the chunk's arrival order.
+        """
         if not records:
             return []
-        models = np.fromiter(map(self._model_codes.__getitem__, model_ids), np.intp, len(records))
+        count = len(records)
+        models = np.fromiter(map(self._model_codes.__getitem__, model_ids), np.intp, count)
+        first = records[0]
         if len(set(map(_TOPIC, records))) == 1 and len(set(map(_PARTITION, records))) == 1:
             # The usual case: librdkafka hands out one partition's fetch at a time.
-            keys = [models]
+            kind = self._label_topics[self._topic_codes[first.topic]]
+            layouts = self._layout_codes[kind][models]
+            if layouts.min() == layouts.max():
+                return [((first.topic, first.partition, int(layouts[0])), records, events, models)]
+            keys = [layouts]
         else:
-            topics = map(self._topic_codes.__getitem__, map(_TOPIC, records))
-            keys = [
-                models,
-                np.fromiter(map(_PARTITION, records), np.int64, len(records)),
-                np.fromiter(topics, np.intp, len(records)),
-            ]
+            topics = np.fromiter(
+                map(self._topic_codes.__getitem__, map(_TOPIC, records)), np.intp, count
+            )
+            layouts = self._layout_codes[self._label_topics[topics], models]
+            keys = [layouts, np.fromiter(map(_PARTITION, records), np.int64, count), topics]
         order = np.lexsort(keys)
-        changed = np.zeros(len(order) - 1, dtype=bool)
+        changed = np.zeros(count - 1, dtype=bool)
         for key in keys:
             changed |= np.diff(key[order]) != 0
         runs = np.split(order, np.flatnonzero(changed) + 1)
         if len(runs) == 1:
-            return [(_place_of(records[0], model_ids[0]), records, events)]
+            return [((first.topic, first.partition, int(layouts[0])), records, events, models)]
         groups = []
         for run in runs:
             rows = run.tolist()
-            place = _place_of(records[rows[0]], model_ids[rows[0]])
-            groups.append((place, _take(records, rows), _take(events, rows)))
+            head = records[rows[0]]
+            place = (head.topic, head.partition, int(layouts[rows[0]]))
+            groups.append((place, _take(records, rows), _take(events, rows), models[run]))
         return groups
 
     def _new_group(self, place: _Place) -> _Group:
-        topic, partition, model_id = place
-        where = _Where(model_id, self.roles[topic], topic, partition)
+        topic, partition, layout = place
+        where = _Where(self.roles[topic], topic, partition)
+        spec = self._layouts[layout]
         if where.role == LABELS:
-            return _LabelGroup(where, self.models[model_id], self.max_features)
-        return _Group(where, self.models[model_id], self.max_features)
+            return _LabelGroup(where, spec, self.max_features, self._model_ids)
+        return _Group(where, spec, self.max_features, self._model_ids)
 
     def _parse(
         self, records: Sequence[Record], dead: list[DeadLetter]
@@ -438,25 +486,31 @@ def _fields(dicts: list[Any], names: Sequence[str]) -> list[list[Any]]:
 
 @dataclass(frozen=True)
 class _Where:
-    model_id: str
     role: str
     topic: str
     partition: int
 
 
 class _Group:
-    """One model's rows from one topic-partition, gathered chunk by chunk.
+    """The rows of the models sharing one layout on one topic-partition.
 
-    Each chunk's values are checked and turned into numpy arrays right away,
-    so the Python objects behind them die while still in cache; ``finish``
-    joins the chunks. A bad value leaves a placeholder and its row is marked
-    (first reason wins); every column drops the marked rows at the end.
+    Rows are gathered chunk by chunk, each with its model's code. Each
+    chunk's values are checked and turned into numpy arrays right away, so
+    the Python objects behind them die while still in cache; ``finish``
+    joins the chunks and splits them by model. A bad value leaves a
+    placeholder and its row is marked (first reason wins); every column
+    drops the marked rows at the end.
     """
 
-    def __init__(self, where: _Where, spec: ModelColumns, max_features: int) -> None:
+    def __init__(
+        self, where: _Where, spec: ModelColumns, max_features: int, model_ids: Sequence[str]
+    ) -> None:
         self.where = where
         self.spec = spec
         self.max_features = max_features
+        self.model_ids = model_ids
+        # Model code -> index of the chunk where the model first had a row.
+        self.first_chunk: dict[int, int] = {}
         self.records: list[Record] = []
         self.bad: dict[int, tuple[str, str]] = {}
         self.parts: dict[str, list[np.ndarray]] = {}
@@ -474,26 +528,34 @@ class _Group:
         ] + [(_STR_OR_NULL, self._categorical_fix(name)) for name in spec.categorical]
         for name in self.features:
             self.parts[name] = []
+        self.codes: list[npt.NDArray[np.intp]] = []
         self.ts: list[np.ndarray] = []
         self.offsets: list[np.ndarray] = []
         self.versions: list[np.ndarray] = []
         self.ids: list[np.ndarray] = []
+        # Per chunk: each row's segment object, and whether the event had one
+        # (even a bad one); ``None`` for a chunk without any.
         self.segments: list[np.ndarray | None] = []
+        self.has_segment: list[npt.NDArray[np.bool_] | None] = []
+        self.segment_values: dict[str, list[np.ndarray | None]] = {
+            name: [] for name in spec.segment_keys
+        }
         self._events: list[Any] = []
         self._base = 0
 
-    def add(self, records: list[Record], events: list[Any]) -> None:
-        self._base = len(self.records)
-        self._events = events
-        self.records.extend(records)
-        self.offsets.append(np.fromiter(map(_OFFSET, records), np.int64, len(records)))
+    def add(
+        self, records: list[Record], events: list[Any], codes: npt.NDArray[np.intp], chunk: int
+    ) -> None:
+        self._start(records, events, codes, chunk)
         ids, versions, ts, features, predictions, scores, segments = _fields(events, _ENVELOPE)
         ids = self._required_strings("event_id", ids)
         if self.where.role == PREDICTIONS:
             self.ids.append(_objects(ids))
-        self.versions.append(_objects(self._required_strings("model_version", versions)))
+        versions = self._required_strings("model_version", versions)
+        self._check_length("model_version", versions)
+        self.versions.append(_objects(versions))
         self.ts.append(self._timestamps(ts))
-        self.segments.append(self._segments(segments))
+        self._segments(segments)
         features = self._features(features)
         if self.where.role == PREDICTIONS:
             predictions = self._prediction(predictions)
@@ -505,52 +567,102 @@ class _Group:
             self._keep(name, self._clean(column, clean, fix))
         self._events = []
 
-    def finish(self) -> ModelBatch | None:
+    def _start(
+        self, records: list[Record], events: list[Any], codes: npt.NDArray[np.intp], chunk: int
+    ) -> None:
+        self._base = len(self.records)
+        self._events = events
+        self.records.extend(records)
+        self.codes.append(codes)
+        for code in np.unique(codes).tolist():
+            self.first_chunk.setdefault(code, chunk)
+        self.offsets.append(np.fromiter(map(_OFFSET, records), np.int64, len(records)))
+
+    def finish(self) -> list[tuple[int, ModelBatch]]:
+        """One batch per model that kept a row, with the model's code."""
         columns = {name: _join(parts) for name, parts in self.parts.items()}
         rows = {"ts": _join(self.ts), "offsets": _join(self.offsets)}
         rows["versions"] = _join(self.versions)
         if self.ids:
             rows["event_ids"] = _join(self.ids)
-        segments = self._segment_column()
-        if segments is not None:
-            rows["segments"] = segments
-        index = self._rows_to_keep(rows["offsets"])
+        codes = _join(self.codes)
+        # A model's batch has ``segments`` if any of its events had one, even
+        # an event dropped as bad.
+        with_segments: set[int] = set()
+        if any(part is not None for part in self.segments):
+            rows["segments"] = self._filled(self.segments)
+            has = _join(
+                [
+                    _falses(len(offsets)) if part is None else part
+                    for part, offsets in zip(self.has_segment, self.offsets, strict=True)
+                ]
+            )
+            with_segments = set(np.unique(codes[has]).tolist())
+        keyed = {name: self._filled(parts) for name, parts in self.segment_values.items()}
+        index = self._rows_to_keep(rows["offsets"], codes)
         if index is not None:
             if not len(index):
-                return None
+                return []
+            codes = codes[index]
             rows = {name: values[index] for name, values in rows.items()}
             columns = {name: values[index] for name, values in columns.items()}
-        return ModelBatch(
-            model_id=self.where.model_id,
-            role=self.where.role,
-            topic=self.where.topic,
-            partition=self.where.partition,
-            batch=Batch(rows["ts"], columns),
-            offsets=rows["offsets"],
-            versions=rows["versions"],
-            segments=rows.get("segments"),
-            event_ids=rows.get("event_ids"),
-        )
+            keyed = {name: values[index] for name, values in keyed.items()}
+        if len(self.first_chunk) == 1:
+            runs = [(int(codes[0]), 0, len(codes))]
+        else:
+            bounds = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist(), len(codes)]
+            starts = codes[bounds[:-1]].tolist()
+            runs = list(zip(starts, bounds[:-1], bounds[1:], strict=True))
+        segments = rows.get("segments")
+        out = []
+        for code, start, stop in runs:
+            part = slice(start, stop)
+            batch = ModelBatch(
+                model_id=self.model_ids[code],
+                role=self.where.role,
+                topic=self.where.topic,
+                partition=self.where.partition,
+                batch=Batch(rows["ts"][part], {n: v[part] for n, v in columns.items()}),
+                offsets=rows["offsets"][part],
+                versions=rows["versions"][part],
+                segments=segments[part] if segments is not None and code in with_segments else None,
+                event_ids=rows["event_ids"][part] if "event_ids" in rows else None,
+                segment_columns={name: values[part] for name, values in keyed.items()},
+            )
+            out.append((code, batch))
+        return out
 
-    def _rows_to_keep(self, offsets: npt.NDArray[np.int64]) -> npt.NDArray[np.intp] | None:
-        """Positions of the good rows in offset order; ``None`` if that is every row as is."""
-        if not self.bad and _increasing(offsets):
-            return None
-        keep = np.ones(len(offsets), dtype=bool)
-        keep[list(self.bad)] = False
-        index = np.flatnonzero(keep)
-        if not _increasing(offsets[index]):
-            index = index[np.argsort(offsets[index], kind="stable")]
-        return index
+    def _rows_to_keep(
+        self, offsets: npt.NDArray[np.int64], codes: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.intp] | None:
+        """Positions of the good rows by model, each model's in offset order.
 
-    def _segment_column(self) -> np.ndarray | None:
-        if all(part is None for part in self.segments):
+        ``None`` if that is every row as is. Rows with equal offsets keep
+        their arrival order.
+        """
+        one_model = len(self.first_chunk) == 1
+        if one_model and not self.bad and _increasing(offsets):
             return None
-        parts = [
+        if self.bad:
+            keep = np.ones(len(offsets), dtype=bool)
+            keep[list(self.bad)] = False
+            index = np.flatnonzero(keep)
+        else:
+            index = np.arange(len(offsets))
+        in_order = _increasing(offsets[index])
+        if one_model:
+            return index if in_order else index[np.argsort(offsets[index], kind="stable")]
+        if in_order:
+            return index[np.argsort(codes[index], kind="stable")]
+        return index[np.lexsort((offsets[index], codes[index]))]
+
+    def _filled(self, parts: list[np.ndarray | None]) -> np.ndarray:
+        """The chunks' parts joined, with ``None`` rows for a chunk without one."""
+        filled = [
             _nones(len(offsets)) if part is None else part
-            for part, offsets in zip(self.segments, self.offsets, strict=True)
+            for part, offsets in zip(parts, self.offsets, strict=True)
         ]
-        return _join(parts)
+        return _join(filled)
 
     def dead_letters(self) -> list[DeadLetter]:
         return [
@@ -620,20 +732,59 @@ class _Group:
                     self._mark_here(row, TOO_MANY_FEATURES, detail)
         return values
 
-    def _segments(self, values: list[Any]) -> np.ndarray | None:
+    def _segments(self, values: list[Any]) -> None:
+        """Checks the chunk's segments and keeps them, and their keys' values."""
         types = set(map(type, values))
         if types == {_NULL}:
-            return None
-        if types <= _DICT_OR_NULL:
+            self.segments.append(None)
+            self.has_segment.append(None)
+            for parts in self.segment_values.values():
+                parts.append(None)
+            return
+        column = _objects(values)
+        has = _not_null(column)
+        clean = types <= _DICT_OR_NULL
+        if clean:
             labels = chain.from_iterable(map(dict.values, filter(None, values)))
-            if set(map(type, labels)) <= _STR:
-                return _objects(values)
-        for row, segment in enumerate(values):
-            problem = _segment_problem(segment)
-            if problem:
-                self._mark_here(row, WRONG_TYPE, problem)
-                values[row] = None
-        return _objects(values)
+            clean = set(map(type, labels)) <= _STR
+        if not clean:
+            for row, segment in enumerate(values):
+                problem = _segment_problem(segment)
+                if problem:
+                    self._mark_here(row, WRONG_TYPE, problem)
+                    values[row] = None
+                    column[row] = None
+        self.segments.append(column)
+        self.has_segment.append(has)
+        if self.segment_values:
+            self._segment_columns(values, has if clean else _not_null(column))
+
+    def _segment_columns(self, values: list[Any], has: npt.NDArray[np.bool_]) -> None:
+        """Each segment key's value per row, from the chunk's checked segments."""
+        present = np.flatnonzero(has)
+        if not len(present):
+            for parts in self.segment_values.values():
+                parts.append(None)
+            return
+        whole = len(present) == len(values)
+        found = _fields(
+            values if whole else _take(values, present.tolist()), self.spec.segment_keys
+        )
+        for name, labels in zip(self.spec.segment_keys, found, strict=True):
+            for row, size in _too_long(labels):
+                self._mark_here(
+                    int(present[row]), TOO_LONG, _too_long_detail("segment", name, size)
+                )
+            if whole:
+                self.segment_values[name].append(_objects(labels))
+            else:
+                keyed = _nones(len(values))
+                keyed[present] = _objects(labels)
+                self.segment_values[name].append(keyed)
+
+    def _check_length(self, name: str, values: list[Any]) -> None:
+        for row, size in _too_long(values):
+            self._mark_here(row, TOO_LONG, _too_long_detail("field", name, size))
 
     def _prediction(self, values: list[Any]) -> list[Any]:
         kind = self.spec.prediction_kind
@@ -684,35 +835,39 @@ _LABEL_CLASS: frozenset[type] = frozenset({str})
 
 
 class _LabelGroup(_Group):
-    """One model's label events from one topic-partition: ``event_id``, ``ts``, ``label``.
+    """Label events of the models sharing a label kind on one topic-partition.
 
-    The batch's only column is ``__label__``: floats for a regression model,
-    class labels (JSON text, as predictions) for a classifier.
+    Each event has ``event_id``, ``ts`` and ``label``. The batch's only
+    column is ``__label__``: floats for a regression model, class labels
+    (JSON text, as predictions) for a classifier.
     """
 
-    def __init__(self, where: _Where, spec: ModelColumns, max_features: int) -> None:
-        super().__init__(where, ModelColumns((), (), None, False, spec.label_kind), max_features)
+    def __init__(
+        self, where: _Where, spec: ModelColumns, max_features: int, model_ids: Sequence[str]
+    ) -> None:
+        labels_only = ModelColumns((), (), None, False, spec.label_kind)
+        super().__init__(where, labels_only, max_features, model_ids)
         self.label_kind = spec.label_kind
         self.numeric = {LABEL} if spec.label_kind == NUMERIC else set()
         self.parts = {LABEL: []}
 
-    def add(self, records: list[Record], events: list[Any]) -> None:
-        self._base = len(self.records)
-        self._events = events
-        self.records.extend(records)
+    def add(
+        self, records: list[Record], events: list[Any], codes: npt.NDArray[np.intp], chunk: int
+    ) -> None:
+        self._start(records, events, codes, chunk)
         count = len(records)
-        self.offsets.append(np.fromiter(map(_OFFSET, records), np.int64, count))
         ids, ts, labels = _fields(events, _LABEL_FIELDS)
         self.ids.append(_objects(self._required_strings("event_id", ids)))
         self.ts.append(self._timestamps(ts))
         self.versions.append(np.full(count, "", dtype=object))
         self.segments.append(None)
+        self.has_segment.append(None)
         if self.label_kind is None:
-            detail = (
-                f"model {_show(self.where.model_id)} has no labels section in the config, so "
-                "its labels are not joined"
-            )
-            for row in range(count):
+            for row, code in enumerate(codes.tolist()):
+                detail = (
+                    f"model {_show(self.model_ids[code])} has no labels section in the config, "
+                    "so its labels are not joined"
+                )
                 self._mark_here(row, LABELS_DISABLED, detail)
         elif self.label_kind == NUMERIC:
             labels = self._clean(labels, _NUMBER, self._regression_fix)
@@ -802,8 +957,38 @@ def _show(value: Any) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
-def _place_of(record: Record, model_id: str) -> _Place:
-    return record.topic, record.partition, model_id
+def _code_of(layouts: list[ModelColumns], spec: ModelColumns) -> int:
+    """The code of ``spec`` in ``layouts``, added if no equal layout is there yet."""
+    for code, layout in enumerate(layouts):
+        if layout == spec:
+            return code
+    layouts.append(spec)
+    return len(layouts) - 1
+
+
+def _too_long(labels: list[Any]) -> list[tuple[int, int]]:
+    """Rows whose string is over ``MAX_LABEL_BYTES`` in UTF-8, with its size in bytes.
+
+    Whole-list checks first: a character is at most 4 bytes, and an ASCII
+    one exactly 1 (``str.isascii`` is a flag lookup in CPython), so only a
+    list with a long non-ASCII or over-long string is walked.
+    """
+    longest = max(map(len, filter(None, labels)), default=0)
+    if longest <= MAX_LABEL_BYTES // 4:
+        return []
+    if longest <= MAX_LABEL_BYTES and all(map(str.isascii, filter(None, labels))):
+        return []
+    found = []
+    for row, label in enumerate(labels):
+        if label and len(label) > MAX_LABEL_BYTES // 4:
+            size = len(label.encode("utf-8", "surrogatepass"))
+            if size > MAX_LABEL_BYTES:
+                found.append((row, size))
+    return found
+
+
+def _too_long_detail(kind: str, name: str, size: int) -> str:
+    return f"{kind} {_show(name)} is {size} bytes, over the limit of {MAX_LABEL_BYTES}"
 
 
 def _take(items: list[Any], rows: list[int]) -> list[Any]:
@@ -822,6 +1007,15 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
 
 def _nones(count: int) -> np.ndarray:
     return np.full(count, None, dtype=object)
+
+
+def _falses(count: int) -> npt.NDArray[np.bool_]:
+    return np.zeros(count, dtype=bool)
+
+
+def _not_null(column: np.ndarray) -> npt.NDArray[np.bool_]:
+    """``value is not None`` for each value of an object array, in one numpy call."""
+    return np.asarray(column != None, dtype=bool)  # noqa: E711
 
 
 def _objects(values: list[Any]) -> np.ndarray:

@@ -104,7 +104,11 @@ class MemoryStore:
         if not self._moves_forward(offsets):
             return "applied"
         self._offsets.update(offsets)
-        self._states.update(states)
+        for name, blob in states.items():
+            if blob:
+                self._states[name] = blob
+            else:
+                self._states.pop(name, None)
         for entry in outbox:
             self._outbox.setdefault(entry.id, entry)
         for op in ops:

@@ -216,8 +216,24 @@ class Metrics:
     def _register_outputs(self, registry: CollectorRegistry) -> None:
         self.drift_statistic = Gauge(
             "driftstream_drift_statistic",
-            "Latest drift statistic of a feature against a reference.",
-            ["model", "feature", "statistic", "reference"],
+            "Latest drift statistic of a feature against a reference, per monitor: version "
+            "(empty unless versions are monitored apart) and segment (country=US; empty for "
+            "all traffic).",
+            ["model", "version", "segment", "feature", "statistic", "reference"],
+            registry=registry,
+        )
+        self.versions_retired = Counter(
+            "driftstream_versions_retired_total",
+            "Model versions retired (over versions.max_active, or quiet for "
+            "versions.retire_after_seconds); their monitors' state was deleted.",
+            ["model"],
+            registry=registry,
+        )
+        self.segment_overflow = Counter(
+            "driftstream_segment_overflow_events_total",
+            "Events whose segment value came after segments.max_values others and went to "
+            "the shared __other__ monitors, per segment key.",
+            ["model", "key"],
             registry=registry,
         )
         self.series_dropped = Counter(
@@ -299,8 +315,16 @@ class Metrics:
         if joined + expired:
             self.label_coverage.labels(model).set(joined / (joined + expired))
 
-    def observe_statistics(self, model: str, values: Mapping[tuple[str, str, str], float]) -> None:
-        """Set drift statistics keyed by (feature, statistic, reference); NaN is skipped.
+    def observe_statistics(
+        self,
+        model: str,
+        values: Mapping[tuple[str, str, str], float],
+        version: str = "",
+        segment: str = "",
+    ) -> None:
+        """Set one monitor's drift statistics keyed by (feature, statistic, reference).
+
+        NaN is skipped.
 
         A model's first ``max_features`` distinct features get series; values of
         any later feature are dropped and counted, so one model with runaway
@@ -315,7 +339,10 @@ class Metrics:
                 if not self._admit(admitted, feature):
                     dropped += 1
                     continue
-                self.drift_statistic.labels(model, feature, statistic, reference).set(value)
+                series = self.drift_statistic.labels(
+                    model, version, segment, feature, statistic, reference
+                )
+                series.set(value)
         if dropped:
             self.series_dropped.labels(model).inc(dropped)
 

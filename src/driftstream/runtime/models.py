@@ -7,21 +7,37 @@ a feature pipeline on its own and have no model outputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from driftstream.config import Config, ConfigError, LabelsConfig, monitor_settings, read_baseline
+from driftstream.config import (
+    Config,
+    ConfigError,
+    LabelsConfig,
+    ModelConfig,
+    monitor_settings,
+    read_baseline,
+)
 from driftstream.contract import FEATURES, LABELS, PREDICTIONS, ROLES  # noqa: F401  (re-exported)
 from driftstream.core import performance
 from driftstream.core.baseline import BaselineProfile
+from driftstream.core.keys import WHOLE, KeySettings, MonitorKey
 from driftstream.core.monitor import ModelMonitor
 from driftstream.core.performance_monitor import (
     MetricSetting,
     PerformanceMonitor,
     PerformanceSettings,
 )
-from driftstream.core.settings import CATEGORICAL, NUMERIC, PREDICTION, SCORE, MonitorSettings
+from driftstream.core.settings import (
+    CATEGORICAL,
+    NUMERIC,
+    PREDICTION,
+    SCORE,
+    ComparisonSettings,
+    MonitorSettings,
+)
 from driftstream.runtime.decode import ModelColumns
 from driftstream.runtime.labels import JoinSettings, positive_code
 
@@ -43,18 +59,33 @@ class LabelSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One configured model: its baseline and the settings of each role's monitor."""
+    """One configured model: its baseline, the settings of each role's monitor, its splits."""
 
     model_id: str
     baseline: BaselineProfile
     settings: Mapping[str, MonitorSettings]  # role -> settings
     labels: LabelSpec | None = None  # None: the model's labels are refused
+    keys: KeySettings = field(default_factory=KeySettings)
+    segment_min_count: int = 1
+    comparison: ComparisonSettings | None = None  # champion vs challenger, when on
 
-    def new_monitor(self, role: str) -> ModelMonitor:
-        return ModelMonitor(self.settings[role], self.baseline)
+    def new_monitor(self, role: str, key: MonitorKey = WHOLE) -> ModelMonitor:
+        return ModelMonitor(self.monitor_settings(role, key), self.baseline)
 
-    def restore_monitor(self, role: str, state: Mapping[str, object]) -> ModelMonitor:
-        return ModelMonitor.from_state(self.settings[role], self.baseline, state)
+    def restore_monitor(
+        self, role: str, state: Mapping[str, object], key: MonitorKey = WHOLE
+    ) -> ModelMonitor:
+        return ModelMonitor.from_state(self.monitor_settings(role, key), self.baseline, state)
+
+    def monitor_settings(self, role: str, key: MonitorKey = WHOLE) -> MonitorSettings:
+        """A monitor's settings: its version's label; a segment's own minimum window size."""
+        settings = self.settings[role]
+        if key.version:
+            settings = replace(settings, model_version=key.version)
+        if key.segment_key and self.segment_min_count > settings.window.min_count:
+            window = replace(settings.window, min_count=self.segment_min_count)
+            settings = replace(settings, window=window)
+        return settings
 
     def columns(self) -> ModelColumns:
         """The baseline's columns to decode, less features the config turned off."""
@@ -68,6 +99,7 @@ class ModelSpec:
             numeric=tuple(name for name in full.numeric if name in watched),
             categorical=tuple(name for name in full.categorical if name in watched),
             label_kind=label_kind,
+            segment_keys=self.keys.segment_names,
         )
 
 
@@ -88,9 +120,78 @@ def load_models(config: Config) -> dict[str, ModelSpec]:
         if model.labels is not None:
             labels = label_spec(model_id, model.labels, baseline, settings)
         models[model_id] = ModelSpec(
-            model_id, baseline, {PREDICTIONS: settings, FEATURES: inputs_only}, labels
+            model_id,
+            baseline,
+            {PREDICTIONS: settings, FEATURES: inputs_only},
+            labels,
+            key_settings(model),
+            model.segments.min_count,
+            comparison_settings(model_id, model, settings),
         )
+    check_series(config, models)
     return models
+
+
+def key_settings(model: ModelConfig) -> KeySettings:
+    """How a model's traffic splits between monitors, from its config."""
+    return KeySettings(
+        versions=model.versions.monitor,
+        max_versions=model.versions.max_active,
+        retire_after_seconds=model.versions.retire_after_seconds,
+        segment_keys=tuple(model.segments.keys),
+        max_values=model.segments.max_values,
+    )
+
+
+def comparison_settings(
+    model_id: str, model: ModelConfig, settings: MonitorSettings
+) -> ComparisonSettings | None:
+    """Champion vs challenger on the model's outputs, when versions are split and compared."""
+    versions = model.versions
+    columns = tuple(f for f in settings.features if _output(f.name))
+    if not (versions.monitor and versions.compare and columns):
+        return None
+    return ComparisonSettings(
+        model_id=model_id,
+        columns=columns,
+        seconds=versions.compare_seconds,
+        min_count=versions.min_count,
+        champion=versions.champion,
+        max_versions=versions.max_active,
+        episodes=settings.episodes,
+        category_cap=settings.category_cap,
+    )
+
+
+def monitor_series(spec: ModelSpec) -> tuple[int, int, int]:
+    """The caps' worst case for one model: versions, monitors per version, series per monitor."""
+    keys = spec.keys
+    versions = keys.max_versions if keys.versions else 1
+    monitors = 1 + len(keys.segment_keys) * (keys.max_values + 1)
+    settings = spec.settings[PREDICTIONS]
+    references = 2 if settings.compare_previous else 1
+    per_monitor = sum(len(f.statistics) for f in settings.features) * references
+    return versions, monitors, per_monitor
+
+
+def check_series(config: Config, models: Mapping[str, ModelSpec]) -> None:
+    """Refuse caps that could export more statistic series than ``metrics.max_series``."""
+    limit = config.metrics.max_series
+    parts = {model_id: monitor_series(spec) for model_id, spec in models.items()}
+    total = sum(v * m * s for v, m, s in parts.values())
+    if total <= limit:
+        return
+    largest = sorted(parts.items(), key=lambda item: -math.prod(item[1]))[:3]
+    shown = "; ".join(
+        f"models.{model_id}: {v} version(s) x {m} monitor(s) x {s} series = {v * m * s:,}"
+        for model_id, (v, m, s) in largest
+    )
+    msg = (
+        f"metrics.max_series: the configured caps allow up to {total:,} drift-statistic "
+        f"series, over the limit of {limit:,} ({shown}). Lower versions.max_active, "
+        "segments.max_values or the segment keys, or raise metrics.max_series"
+    )
+    raise ConfigError(msg)
 
 
 def label_spec(
@@ -161,6 +262,16 @@ def label_spec(
     return LabelSpec(join, judged, reference)
 
 
-def state_name(role: str, model_id: str) -> str:
+def state_name(role: str, model_id: str, key: MonitorKey = WHOLE) -> str:
     """Name of a monitor's state blob inside a partition unit."""
-    return f"{role}:{model_id}"
+    return f"{role}:{model_id}{key.suffix()}"
+
+
+def keys_state_name(role: str, model_id: str) -> str:
+    """Name of a model's active versions and segment values of one role in a partition unit."""
+    return f"keys:{role}:{model_id}"
+
+
+def comparison_state_name(model_id: str) -> str:
+    """Name of a model's champion vs challenger comparison inside a partition unit."""
+    return f"compare:{model_id}"

@@ -101,11 +101,16 @@ end
 
 -- 5. Every check passed; only now write offsets, state blobs and new outbox
 --    entries (HSETNX skips an id already present, so it keeps its place).
+--    An empty state blob deletes that state (a retired monitor).
 for i = 7, first_state - 1, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 for i = first_state, first_entry - 1, 2 do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  if #ARGV[i + 1] > 0 then
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HDEL', KEYS[3], ARGV[i])
+  end
 end
 for i = first_entry, first_op - 1, 2 do
   if redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
@@ -364,7 +369,8 @@ class PartitionStore:
         Both answers mean the batch is stored. A retry is recognised by its
         offsets alone: when none is ahead of the stored one, nothing changes.
         A stale epoch raises Fenced, a mix of forward and backward offsets
-        raises OffsetConflict; neither writes anything.
+        raises OffsetConflict; neither writes anything. An empty blob in
+        ``states`` deletes that state.
 
         ``register`` names models to record as seen on this partition, in
         the same script; ``partitions_seen`` then maps each to every

@@ -51,6 +51,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -69,16 +70,25 @@ from redis.backoff import AbstractBackoff
 
 from driftstream.config import Config
 from driftstream.contract import UNKNOWN_TOPIC
+from driftstream.core.comparison import VersionComparison
 from driftstream.core.findings import Finding, Reading
 from driftstream.core.join import JoinState
+from driftstream.core.keys import WHOLE, KeyRegistry, MonitorKey
 from driftstream.core.monitor import ModelMonitor
 from driftstream.core.performance_monitor import WindowPairs
-from driftstream.runtime import routing
+from driftstream.runtime import monitoring, routing
 from driftstream.runtime.alerts import Source, alert_event, dead_letter_headers, encode_alert
 from driftstream.runtime.decode import DeadLetter, Decoded, Decoder, ModelBatch, Record
 from driftstream.runtime.labels import JoinBatch, JoinOutcome, Memory, Window
 from driftstream.runtime.metrics import Metrics
-from driftstream.runtime.models import FEATURES, LABELS, PREDICTIONS, ModelSpec, state_name
+from driftstream.runtime.models import (
+    FEATURES,
+    LABELS,
+    PREDICTIONS,
+    ModelSpec,
+    comparison_state_name,
+    keys_state_name,
+)
 from driftstream.runtime.relay import HEADER_ROOM_BYTES, Relay, error_name
 from driftstream.runtime.store import (
     Availability,
@@ -139,6 +149,10 @@ class Prepared:
     joins: dict[str, JoinOutcome] = field(default_factory=dict)  # model -> what its join did
     performance: dict[str, dict[str, float]] = field(default_factory=dict)  # latest metrics
     readings: list[tuple[str, str, list[Reading]]] = field(default_factory=list)  # judged windows
+    keys: dict[str, MonitorKey] = field(default_factory=dict)  # touched monitor -> its key
+    retired: list[tuple[str, str, str]] = field(default_factory=list)  # model, role, version
+    overflow: list[tuple[str, str, int]] = field(default_factory=list)  # model, key, rows
+    registries: dict[str, KeyRegistry] = field(default_factory=dict)  # as of this commit
 
 
 @dataclass
@@ -160,6 +174,8 @@ class Unit:
     offsets: dict[str, int] = field(default_factory=dict)  # committed in Redis
     position: dict[str, int] = field(default_factory=dict)  # next offset to take
     monitors: dict[str, ModelMonitor] = field(default_factory=dict)
+    registries: dict[str, KeyRegistry] = field(default_factory=dict)  # as committed
+    comparisons: dict[str, VersionComparison] = field(default_factory=dict)
     joins: dict[str, bytes | None] = field(default_factory=dict)  # label state blobs, as committed
     memory: dict[str, Memory] = field(default_factory=dict)  # of each join, as last committed
     held: Held | None = None
@@ -538,17 +554,20 @@ class Worker:
         splits = self._split_alerts(unit, decoded.batches, register, state)
         outbox += [entry for _, _, entry in splits]
         monitor_batches = [b for b in decoded.batches if b.role != LABELS]
-        monitors = self._load(unit, monitor_batches)
+        self._load_keys(unit, monitor_batches)
+        planned = monitoring.plan_batches(
+            monitor_batches, self.models, unit.registries, unit.comparisons
+        )
+        self._load(unit, monitoring.wanted_monitors(planned))
         joined = self._join(unit, decoded.batches, sources)  # reads Redis: before any update
-        touched: dict[str, ModelMonitor] = {}
-        readings = []
-        for batch in monitor_batches:
-            name = state_name(batch.role, batch.model_id)
-            monitor = monitors[name]
-            outbox += self._alerts(batch, monitor.update(batch.batch), sources)
-            touched[name] = monitor
-            readings.append((batch.model_id, batch.role, monitor.readings))
-        states = {name: orjson.dumps(m.to_state()) for name, m in touched.items()}
+        done = monitoring.update(planned, unit.monitors, self.models)
+        for part in done.fed:
+            outbox += self._alerts(part.planned.batch, part.findings, sources, part.key)
+        for item, findings in done.comparisons:
+            outbox += self._comparison_alerts(item.batch, findings, sources)
+        touched = done.touched
+        readings = monitoring.readings(done)
+        states = monitoring.states(done)
         ops: list[tuple[str, str, bytes, bytes]] = []
         performance: dict[str, dict[str, float]] = {}
         for model_id, (outcome, blob, alerts, values, judged) in joined.items():
@@ -577,6 +596,10 @@ class Worker:
             {model_id: found[0] for model_id, found in joined.items()},
             performance,
             readings,
+            {part.name: part.key for part in done.fed},
+            done.retired,
+            done.overflow,
+            done.registries,
         )
 
     def _load_routing(self, unit: Unit) -> routing.RoutingState:
@@ -809,29 +832,73 @@ class Worker:
             if value == value:  # NaN is skipped
                 self.metrics.performance_metric.labels(model_id, metric).set(value)
 
-    def _load(self, unit: Unit, batches: Sequence[ModelBatch]) -> dict[str, ModelMonitor]:
-        """Every monitor the batches need, read from Redis in one call before any update."""
-        wanted = {state_name(b.role, b.model_id): (b.role, b.model_id) for b in batches}
+    def _load_keys(self, unit: Unit, batches: Sequence[ModelBatch]) -> None:
+        """The registries and comparisons the batches need, read in one call."""
+        wanted: dict[str, tuple[str, str]] = {}
+        for batch in batches:
+            spec = self.models[batch.model_id]
+            if spec.keys.splits:
+                wanted[keys_state_name(batch.role, batch.model_id)] = ("keys", batch.model_id)
+            if spec.comparison is not None and batch.role == PREDICTIONS:
+                wanted[comparison_state_name(batch.model_id)] = ("compare", batch.model_id)
+        missing = [n for n in wanted if n not in unit.registries and n not in unit.comparisons]
+        blobs = unit.store.load(missing) if missing else {}
+        for name in missing:
+            what, model_id = wanted[name]
+            spec, blob = self.models[model_id], blobs.get(name)
+            if what == "keys":
+                unit.registries[name] = self._restore(
+                    unit,
+                    name,
+                    model_id,
+                    blob,
+                    partial(KeyRegistry.from_state, spec.keys),
+                    partial(KeyRegistry, spec.keys),
+                )
+            else:
+                assert spec.comparison is not None
+                unit.comparisons[name] = self._restore(
+                    unit,
+                    name,
+                    model_id,
+                    blob,
+                    partial(VersionComparison.from_state, spec.comparison, spec.baseline),
+                    partial(VersionComparison, spec.comparison, spec.baseline),
+                )
+
+    def _load(self, unit: Unit, wanted: Mapping[str, tuple[str, str, MonitorKey]]) -> None:
+        """Every monitor the plans feed, read from Redis in one call before any update."""
         missing = [name for name in wanted if name not in unit.monitors]
         blobs = unit.store.load(missing) if missing else {}
         for name in missing:
-            role, model_id = wanted[name]
-            unit.monitors[name] = self._restore(unit, name, role, model_id, blobs.get(name))
-        return {name: unit.monitors[name] for name in wanted}
+            role, model_id, key = wanted[name]
+            spec = self.models[model_id]
+            unit.monitors[name] = self._restore(
+                unit,
+                name,
+                model_id,
+                blobs.get(name),
+                partial(spec.restore_monitor, role, key=key),
+                partial(spec.new_monitor, role, key),
+            )
 
     def _restore(
-        self, unit: Unit, name: str, role: str, model_id: str, blob: bytes | None
-    ) -> ModelMonitor:
-        spec = self.models[model_id]
+        self,
+        unit: Unit,
+        name: str,
+        model_id: str,
+        blob: bytes | None,
+        restore: Callable[[Any], Any],
+        new: Callable[[], Any],
+    ) -> Any:
+        """A saved state restored, or a fresh one; a blob that cannot be loaded is quarantined."""
         if blob is None:
-            return spec.new_monitor(role)
+            return new()
         try:
-            return spec.restore_monitor(role, orjson.loads(blob))
+            return restore(orjson.loads(blob))
         except (ValueError, TypeError, KeyError) as error:
-            self._quarantine(
-                unit, name, model_id, blob, error, "started a fresh monitor from the baseline"
-            )
-            return spec.new_monitor(role)
+            self._quarantine(unit, name, model_id, blob, error, "started afresh from the baseline")
+            return new()
 
     def _quarantine(
         self, unit: Unit, name: str, model_id: str, blob: bytes, error: Exception, then: str
@@ -852,7 +919,11 @@ class Worker:
         )
 
     def _alerts(
-        self, batch: ModelBatch, findings: Sequence[Any], sources: Mapping[int, Source]
+        self,
+        batch: ModelBatch,
+        findings: Sequence[Finding],
+        sources: Mapping[int, Source],
+        key: MonitorKey = WHOLE,
     ) -> list[OutboxEntry]:
         entries = []
         alerts_topic = self.config.kafka.topics.alerts
@@ -863,13 +934,25 @@ class Worker:
                 finding,
                 role=batch.role,
                 source=source,
-                model_version=str(batch.versions[finding.row]),
+                model_version=key.version or str(batch.versions[finding.row]),
+                segment=key.segment(),
+                monitor=key.suffix(),
             )
             entries.append(
                 OutboxEntry(
                     event["alert_id"], alerts_topic, batch.model_id.encode(), encode_alert(event)
                 )
             )
+        return entries
+
+    def _comparison_alerts(
+        self, batch: ModelBatch, findings: Sequence[Finding], sources: Mapping[int, Source]
+    ) -> list[OutboxEntry]:
+        """A challenger's alerts: the challenger's version, one id per challenger."""
+        entries = []
+        for finding in findings:
+            key = MonitorKey(finding.model_version)
+            entries += self._alerts(batch, [finding], sources, key)
         return entries
 
     def _dead_letter(self, letter: Any) -> OutboxEntry:
@@ -915,7 +998,9 @@ class Worker:
             unit.memory[model_id] = outcome.memory()
             self._observe_join(model_id, outcome, prepared.performance.get(model_id))
         self.processed += len(records)
-        self._count(prepared.decoded.consumed, prepared.decoded.dead, prepared.touched)
+        decoded = prepared.decoded
+        self._count(decoded.consumed, decoded.dead, prepared.touched, prepared.keys)
+        self._keys_changed(unit, prepared)
         if self.watcher is not None:
             for batch in prepared.decoded.batches:
                 self.watcher.consumed(batch)
@@ -998,6 +1083,7 @@ class Worker:
         consumed: Mapping[tuple[str, str], int],
         dead: Sequence[Any],
         monitors: Mapping[str, ModelMonitor],
+        keys: Mapping[str, MonitorKey],
     ) -> None:
         for (model_id, topic), count in consumed.items():
             self.metrics.events_consumed.labels(model=model_id, topic=topic).inc(count)
@@ -1005,8 +1091,31 @@ class Worker:
             self.metrics.invalid_events.labels(
                 reason=letter.reason, topic=letter.record.topic
             ).inc()
-        for monitor in monitors.values():
-            self.metrics.observe_statistics(monitor.settings.model_id, monitor.last_values)
+        for name, monitor in monitors.items():
+            key = keys.get(name, WHOLE)
+            self.metrics.observe_statistics(
+                monitor.settings.model_id,
+                monitor.last_values,
+                key.version,
+                monitoring.segment_label(key),
+            )
+
+    def _keys_changed(self, unit: Unit, prepared: Prepared) -> None:
+        """Registries as committed; retired versions and overflowing segments counted."""
+        unit.registries.update(prepared.registries)
+        for model_id, role, version in prepared.retired:
+            self.metrics.versions_retired.labels(model=model_id).inc()
+            log.info(
+                "partition %d: model %r retired version %r of its %s (over versions.max_active, "
+                "or quiet for versions.retire_after_seconds of event time); its monitors' state "
+                "was deleted",
+                unit.partition,
+                model_id,
+                version,
+                role,
+            )
+        for model_id, key, rows in prepared.overflow:
+            self.metrics.segment_overflow.labels(model=model_id, key=key).inc(rows)
 
     def _relay(self, retry: bool = False) -> None:
         """Publish outboxes with something to send; Kafka failures back off, Redis ones pause."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import math
+import re
 from typing import Any
 
 import numpy as np
@@ -10,6 +13,7 @@ from harness import check_restore, feed_in_random_splits, round_trip
 from river import drift
 
 from driftstream.core.detectors import ADWIN
+from driftstream.core.state import StatePath
 
 
 def river_trace(values: np.ndarray, params: dict[str, Any]) -> tuple[list[int], list[tuple]]:
@@ -113,7 +117,7 @@ def test_state_is_plain_json_data():
     state = detector.to_state()
     assert plain(state)
     assert state["kind"] == "adwin"
-    assert state["version"] == 1
+    assert state["version"] == 2
     assert round_trip(state, "json") == state
 
 
@@ -122,8 +126,9 @@ def test_state_stays_small_on_a_long_stream():
     detector.update_many(np.random.default_rng(1).normal(size=100_000))
     assert detector.width == 100_000
     state = detector.to_state()
-    numbers = sum(len(level) for level in state["bucket_totals"] + state["bucket_variances"])
-    assert numbers < 200
+    assert sum(state["bucket_counts"]) < 100
+    # 8 bytes a value in base64: about 11 characters, against about 20 as JSON numbers.
+    assert len(state["bucket_totals"]) + len(state["bucket_variances"]) < 2 * 100 * 11
 
 
 def test_batch_and_scalar_agree_on_an_empty_batch():
@@ -132,7 +137,9 @@ def test_batch_and_scalar_agree_on_an_empty_batch():
     assert detector.to_state() == ADWIN().to_state()
 
 
-@pytest.mark.parametrize("key", ["kind", "version", "delta", "width", "bucket_totals", "tick"])
+@pytest.mark.parametrize(
+    "key", ["kind", "version", "delta", "width", "bucket_counts", "bucket_totals", "tick"]
+)
 def test_from_state_names_a_missing_key(key):
     detector = ADWIN()
     detector.update_many(np.arange(100.0))
@@ -147,7 +154,7 @@ def test_from_state_rejects_wrong_kind_and_version():
     with pytest.raises(ValueError, match="kind"):
         ADWIN.from_state({**state, "kind": "page_hinkley"})
     with pytest.raises(ValueError, match="version"):
-        ADWIN.from_state({**state, "version": 2})
+        ADWIN.from_state({**state, "version": 1})
 
 
 def test_from_state_rejects_an_inconsistent_window():
@@ -156,8 +163,94 @@ def test_from_state_rejects_an_inconsistent_window():
     state = detector.to_state()
     with pytest.raises(ValueError, match="width"):
         ADWIN.from_state({**state, "width": 49})
-    with pytest.raises(ValueError, match="bucket_totals"):
-        ADWIN.from_state({**state, "bucket_totals": state["bucket_totals"][:-1]})
+    counts = state["bucket_counts"]
+    with pytest.raises(ValueError, match="'width' does not match 'bucket_counts'"):
+        ADWIN.from_state({**state, "bucket_counts": [*counts[:-1], counts[-1] - 1]})
+    with pytest.raises(ValueError, match="'bucket_counts' must hold one count"):
+        ADWIN.from_state({**state, "bucket_counts": [6, *counts[1:]]})
+    with pytest.raises(ValueError, match="'bucket_counts' must hold one count"):
+        ADWIN.from_state({**state, "bucket_counts": [], "width": 0})
+
+
+def buckets_state() -> dict[str, Any]:
+    detector = ADWIN()
+    detector.update_many(np.random.default_rng(3).normal(size=3000))
+    return detector.to_state()
+
+
+def encoded(values: list[float]) -> str:
+    return base64.b64encode(np.array(values, dtype="<f8").tobytes()).decode("ascii")
+
+
+def test_buckets_are_saved_as_base64_float64_per_level():
+    detector = ADWIN()
+    detector.update_many(np.random.default_rng(3).normal(size=3000))
+    state = detector.to_state()
+    assert len(state["bucket_counts"]) > 5
+    assert state["bucket_counts"] == [len(level) for level in detector._totals]
+    flat_totals = [t for level in detector._totals for t in level]
+    assert state["bucket_totals"] == encoded(flat_totals)
+    # Level 0 variances are always 0.0 and left out.
+    assert all(v == 0.0 for v in detector._variances[0])
+    assert state["bucket_variances"] == encoded([v for lv in detector._variances[1:] for v in lv])
+
+
+def test_from_state_restores_the_buckets_bit_for_bit():
+    detector = ADWIN()
+    detector.update_many(np.random.default_rng(4).normal(size=3000) * 1e-3 + 1e6)
+    restored = ADWIN.from_state(round_trip(detector.to_state(), "orjson"))
+    for saved, loaded in (
+        (detector._totals, restored._totals),
+        (detector._variances, restored._variances),
+    ):
+        assert [np.array(lv).tobytes() for lv in loaded] == [np.array(lv).tobytes() for lv in saved]
+        assert all(type(v) is float for level in loaded for v in level)
+    assert restored.to_state() == detector.to_state()
+
+
+def test_an_empty_detector_round_trips():
+    state = ADWIN().to_state()
+    assert state["bucket_counts"] == [0]
+    assert state["bucket_totals"] == state["bucket_variances"] == ""
+    restored = ADWIN.from_state(state)
+    assert (restored._totals, restored._variances) == ([[]], [[]])
+
+
+def decoded(text: str) -> list[float]:
+    return np.frombuffer(base64.b64decode(text), dtype="<f8").tolist()
+
+
+DAMAGES = {
+    "not base64": (lambda text: "not base64!", "must be base64 of little-endian float64"),
+    "cut short": (lambda text: text[:-1], "must be base64 of little-endian float64"),
+    "one value too many": (lambda text: encoded([*decoded(text), 1.0]), "must hold"),
+    "one value too few": (lambda text: encoded(decoded(text)[1:]), "must hold"),
+    "nan": (lambda text: encoded([math.nan, *decoded(text)[1:]]), "got nan at position 0"),
+    "-inf": (lambda text: encoded([*decoded(text)[:-1], -math.inf]), "finite numbers, got -inf"),
+    "a number": (lambda text: 12, "must be a string, got 12"),
+    "a list": (lambda text: decoded(text), "must be a string, got ["),
+}
+
+
+@pytest.mark.parametrize("key", ["bucket_totals", "bucket_variances"])
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_from_state_refuses_damaged_buckets_naming_the_key_path(key, damage):
+    state = buckets_state()
+    change, problem = DAMAGES[damage]
+    damaged = {**state, key: change(state[key])}
+    at = StatePath("monitor", ("features", "x", "detectors", "adwin"))
+    with pytest.raises(ValueError, match=re.escape(f"'features.x.detectors.adwin.{key}'")) as err:
+        ADWIN.from_state(damaged, at)
+    assert problem in str(err.value)
+
+
+def test_from_state_refuses_base64_that_is_not_canonical():
+    state = ADWIN().update(1.0).to_state()
+    assert state["bucket_totals"] == "AAAAAAAA8D8="
+    ADWIN.from_state(state)
+    # The same bytes, with the unused low bits of the last character set.
+    with pytest.raises(ValueError, match="'bucket_totals' must be base64"):
+        ADWIN.from_state({**state, "bucket_totals": "AAAAAAAA8D9="})
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ Data Mining (SDM), pp. 443-448.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Self, TypeVar
@@ -15,7 +16,6 @@ import numpy as np
 import numpy.typing as npt
 
 from driftstream.core.detectors._state import (
-    STATE_VERSION,
     FloatArray,
     IntArray,
     StatePath,
@@ -34,9 +34,15 @@ _RUNNING = (
     "tick",
     "n_detections",
     "drift_detected",
+    "bucket_counts",
     "bucket_totals",
     "bucket_variances",
 )
+_KIND = "adwin"
+_VERSION = 2
+"""ADWIN's own state version. Version 2 saves the buckets as base64 strings
+of float64 bytes; version 1 saved them as nested lists of numbers."""
+_FLOAT = np.dtype("<f8")
 _F = TypeVar("_F", float, FloatArray)
 
 # A batch step tests all its clock checks at once; work past a detection is
@@ -299,10 +305,18 @@ class ADWIN:
     # -- state ---------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        """Parameters and running state as JSON-able plain data."""
+        """Parameters and running state as JSON-able plain data.
+
+        The buckets are saved compactly and exactly: ``bucket_counts`` holds
+        the number of entries per level (level 0 first), ``bucket_totals``
+        the base64 of every level's totals as little-endian float64 values,
+        level 0 first, and ``bucket_variances`` the same for the variances
+        of levels 1 and up (a level-0 bucket holds one point, so its variance
+        is always 0.0).
+        """
         return {
-            "kind": "adwin",
-            "version": STATE_VERSION,
+            "kind": _KIND,
+            "version": _VERSION,
             "delta": float(self.delta),
             "clock": int(self.clock),
             "max_buckets": int(self.max_buckets),
@@ -314,24 +328,28 @@ class ADWIN:
             "tick": self._tick,
             "n_detections": self._n_detections,
             "drift_detected": self._drift,
-            "bucket_totals": [list(level) for level in self._totals],
-            "bucket_variances": [list(level) for level in self._variances],
+            "bucket_counts": [len(level) for level in self._totals],
+            "bucket_totals": _encode_floats(self._totals),
+            "bucket_variances": _encode_floats(self._variances[1:]),
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], at: StatePath | None = None) -> ADWIN:
         """Rebuild a detector saved by ``to_state``; ValueError names the key at fault."""
-        reader = StateReader(state, "adwin", _PARAMS + _RUNNING, at)
+        at = at if at is not None else StatePath(_KIND)
+        reader = StateReader(state, _KIND, (*_PARAMS, *_RUNNING), at, version=_VERSION)
         delta = reader.number("delta")
         params = {name: reader.count(name) for name in _PARAMS[1:]}
         try:
             detector = cls(delta, **params)
         except ValueError as err:
             reader.fail(None, f"holds invalid parameters: {err}")
-        totals = reader.number_rows("bucket_totals")
-        variances = reader.number_rows("bucket_variances")
+        counts = reader.counts("bucket_counts")
         width = reader.count("width")
-        _check_buckets(reader, totals, variances, detector.max_buckets, width)
+        _check_buckets(reader, counts, detector.max_buckets, width)
+        totals = _split(counts, _decode_floats(reader, "bucket_totals", sum(counts)))
+        upper = _decode_floats(reader, "bucket_variances", sum(counts[1:]))
+        variances = [[0.0] * counts[0], *_split(counts[1:], upper)]
         detector._totals, detector._variances = totals, variances
         detector._width = width
         detector._total = reader.number("total")
@@ -522,16 +540,46 @@ def _check_params(
             raise ValueError(msg)
 
 
-def _check_buckets(
-    reader: StateReader,
-    totals: list[list[float]],
-    variances: list[list[float]],
-    max_buckets: int,
-    width: int,
-) -> None:
-    shapes_match = [len(t) for t in totals] == [len(v) for v in variances]
-    if not totals or not shapes_match or any(len(t) > max_buckets for t in totals):
-        problem = "and 'bucket_variances' do not form a bucket structure"
-        reader.fail("bucket_totals", problem)
-    if sum(len(t) << i for i, t in enumerate(totals)) != width:
-        reader.fail("width", "does not match 'bucket_totals'")
+def _check_buckets(reader: StateReader, counts: list[int], max_buckets: int, width: int) -> None:
+    if not counts or any(count > max_buckets for count in counts):
+        problem = f"must hold one count of at most max_buckets={max_buckets} per level"
+        reader.fail("bucket_counts", problem)
+    if sum(count << level for level, count in enumerate(counts)) != width:
+        reader.fail("width", "does not match 'bucket_counts'")
+
+
+def _encode_floats(levels: list[list[float]]) -> str:
+    """Base64 of the levels' values, concatenated, as little-endian float64."""
+    values = [value for level in levels for value in level]
+    return base64.b64encode(np.array(values, dtype=_FLOAT).tobytes()).decode("ascii")
+
+
+def _decode_floats(reader: StateReader, key: str, size: int) -> list[float]:
+    """The ``size`` finite float64 values ``_encode_floats`` wrote under ``key``."""
+    text = reader.text(key)
+    try:
+        raw = base64.b64decode(text, validate=True)  # binascii.Error is a ValueError
+    except ValueError:
+        raw = None
+    # Only the canonical text, so a restored state saves exactly as it was loaded.
+    if raw is None or base64.b64encode(raw).decode("ascii") != text:
+        reader.at.wrong(key, "base64 of little-endian float64 values", text)
+    if len(raw) != size * _FLOAT.itemsize:
+        expected = f"{size} float64 values ({size * _FLOAT.itemsize} bytes)"
+        reader.fail(key, f"must hold {expected} as 'bucket_counts' says, got {len(raw)} bytes")
+    values = np.frombuffer(raw, dtype=_FLOAT)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        reader.fail(key, f"must hold finite numbers, got {float(values[bad])!r} at position {bad}")
+    floats: list[float] = values.astype(np.float64).tolist()
+    return floats
+
+
+def _split(counts: list[int], values: list[float]) -> list[list[float]]:
+    """``values`` cut into consecutive runs of ``counts`` entries."""
+    levels, start = [], 0
+    for count in counts:
+        levels.append(values[start : start + count])
+        start += count
+    return levels

@@ -6,6 +6,7 @@ pp. 100-115.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Self
@@ -119,13 +120,7 @@ class PageHinkley:
         self.alpha = alpha
         self.mode = mode
         self._block = _block_length(alpha)
-        # Repeated multiplication, not pow(): plain IEEE products give the same
-        # table on every machine, so a restored state continues identically.
-        steps = np.concatenate(([1.0], np.full(self._block, float(alpha))))
-        self._power = np.multiply.accumulate(steps)
-        self._inverse = 1.0 / self._power
-        self._power_list: list[float] = self._power.tolist()
-        self._inverse_list: list[float] = self._inverse.tolist()
+        self._power, self._inverse, self._power_list, self._inverse_list = _tables(alpha)
         self._reset()
 
     def _reset(self) -> None:
@@ -319,6 +314,24 @@ class PageHinkley:
 def _running(op: np.ufunc, start: float, values: FloatArray) -> FloatArray:
     """``op`` folded left to right from ``start``; one value per element of ``values``."""
     return op.accumulate(np.concatenate(([start], values)))[1:]
+
+
+@functools.lru_cache(maxsize=16)
+def _tables(alpha: float) -> tuple[FloatArray, FloatArray, list[float], list[float]]:
+    """Powers of ``alpha`` over one block and their inverses, shared by every detector.
+
+    A worker holds thousands of detectors (models x versions x segments x
+    columns); a table each would cost about 130 KB apiece. The arrays are
+    read-only, so sharing them cannot leak one detector's state into another.
+    Repeated multiplication, not pow(): plain IEEE products give the same
+    table on every machine, so a restored state continues identically.
+    """
+    steps = np.concatenate(([1.0], np.full(_block_length(alpha), float(alpha))))
+    power = np.multiply.accumulate(steps)
+    inverse = 1.0 / power
+    power.flags.writeable = False
+    inverse.flags.writeable = False
+    return power, inverse, power.tolist(), inverse.tolist()
 
 
 def _block_length(alpha: float) -> int:
