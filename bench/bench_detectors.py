@@ -9,22 +9,40 @@ Streams (seeded):
             so the detectors fire every few hundred points (the worst case
             for batching, since work past a detection is thrown away)
 
-Prints a table, then one JSON line: {"adwin": {...}, "page_hinkley": {...}}.
-All three ways must report the same detections; the script stops if not.
+Banks: many detectors (the settings' defaults, each warmed up with 50,000
+unit-noise points) take one column each per micro-batch, as a worker's
+monitors do: a loop of update_many against update_adwins/update_page_hinkleys,
+for 1000 detectors x 200 values and 12 detectors x 20,000 values. Each of
+--repeat rounds feeds new columns (state carries over); the best round counts.
+
+Prints tables, then one JSON line: {"adwin": {...}, "page_hinkley": {...},
+"bank": {...}}. All ways must report the same detections (and the banks the
+same final states); the script stops if not.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 from river import drift
 
-from driftstream.core.detectors import ADWIN, PageHinkley
+from driftstream.core.detectors import ADWIN, PageHinkley, update_adwins, update_page_hinkleys
+from driftstream.core.settings import DEFAULT_ADWIN, DEFAULT_PAGE_HINKLEY
+
+BANKS = {
+    "adwin": (ADWIN, DEFAULT_ADWIN, update_adwins),
+    "page_hinkley": (PageHinkley, DEFAULT_PAGE_HINKLEY, update_page_hinkleys),
+}
+BANK_SHAPES = [(1000, 200), (12, 20_000)]
+WARM_UP = 50_000
 
 
 def make_streams(n: int) -> dict[str, np.ndarray]:
@@ -73,6 +91,51 @@ def measure(river_cls: Any, our_cls: Any, values: np.ndarray, repeat: int) -> di
     }
 
 
+def update_each(detectors: list[Any], columns: list[np.ndarray]) -> list[np.ndarray]:
+    return [d.update_many(c) for d, c in zip(detectors, columns, strict=True)]
+
+
+def timed(run: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    start = time.perf_counter()
+    result = run()
+    return time.perf_counter() - start, result
+
+
+def measure_bank(name: str, count: int, length: int, repeat: int) -> dict[str, Any]:
+    """A loop of update_many against the bank, over ``repeat`` micro-batches."""
+    cls, params, bank = BANKS[name]
+    rng = np.random.default_rng(7)
+    looped = []
+    for _ in range(count):
+        detector = cls(**params)
+        detector.update_many(rng.normal(0.0, 1.0, WARM_UP))
+        looped.append(detector)
+    banked = copy.deepcopy(looped)
+    loop_s, bank_s, detections = float("inf"), float("inf"), 0
+    for _ in range(repeat):
+        columns = [rng.normal(0.0, 1.0, length) for _ in range(count)]
+        took, loop_hits = timed(partial(update_each, looped, columns))
+        loop_s = min(loop_s, took)
+        took, bank_hits = timed(partial(bank, banked, columns))
+        bank_s = min(bank_s, took)
+        pairs = zip(loop_hits, bank_hits, strict=True)
+        same_hits = all(a.tolist() == b.tolist() for a, b in pairs)
+        if not same_hits or [d.to_state() for d in looped] != [d.to_state() for d in banked]:
+            raise SystemExit(f"the {name} bank differs from update_many")
+        detections += sum(h.size for h in loop_hits)
+    return {
+        "detectors": count,
+        "values": length,
+        "detections": detections,
+        "loop_ms": round(loop_s * 1e3, 2),
+        "bank_ms": round(bank_s * 1e3, 2),
+        "loop_us_per_detector": round(loop_s / count * 1e6, 1),
+        "bank_us_per_detector": round(bank_s / count * 1e6, 1),
+        "bank_vs_loop": round(loop_s / bank_s, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200_000, help="points per stream")
@@ -93,6 +156,17 @@ def main() -> None:
                 f"{row['river_loop_eps']:>14,}{row['our_loop_eps']:>14,}"
                 f"{row['update_many_eps']:>14,}{row['many_vs_river']:>9}x"
                 f"{row['many_vs_our_loop']:>8}x"
+            )
+    results["bank"] = {}
+    print(f"\n{'bank':<13}{'shape':>13}{'hits':>6}{'loop ms':>10}{'bank ms':>10}{'vs loop':>9}")
+    for name in BANKS:
+        for count, length in BANK_SHAPES:
+            row = measure_bank(name, count, length, args.repeat)
+            results["bank"][f"{name}_{count}x{length}"] = row
+            shape = f"{count}x{length}"
+            print(
+                f"{name:<13}{shape:>13}{row['detections']:>6}{row['loop_ms']:>10}"
+                f"{row['bank_ms']:>10}{row['bank_vs_loop']:>8}x"
             )
     print(json.dumps(results))
 

@@ -46,7 +46,7 @@ import numpy.typing as npt
 from driftstream.core import stats
 from driftstream.core.baseline import BaselineProfile, CategoricalProfile, NumericProfile
 from driftstream.core.batch import Batch
-from driftstream.core.detectors import ADWIN, PageHinkley
+from driftstream.core.detectors import ADWIN, PageHinkley, update_adwins, update_page_hinkleys
 from driftstream.core.episodes import DetectorEpisodes, WindowEpisodes
 from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, Finding, Reading
 from driftstream.core.settings import (
@@ -539,13 +539,6 @@ def update_monitors(work: Sequence[tuple[ModelMonitor, Batch]]) -> list[list[Fin
             detected += monitor._detected(watch, column_fed, positions, batch)
         results.append(monitor._finish(batch, cols, detected))
     return results
-
-
-def update_adwins(detectors, values):  # type: ignore[no-untyped-def]
-    return [d.update_many(v) for d, v in zip(detectors, values, strict=True)]
-
-
-update_page_hinkleys = update_adwins
 
 
 def _profile_for(feature: FeatureSettings, profiles: Mapping[str, Profile]) -> Profile:

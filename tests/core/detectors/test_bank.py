@@ -236,6 +236,20 @@ def test_adwin_with_every_clock_phase(clock):
     check_against_update_many(update_adwins, detectors, batches)
 
 
+def test_adwin_first_check_follows_the_grace_period():
+    # Each column ends at the first clock check past the grace period, on a jump
+    # so large that the check must cut: a check skipped there is a missed detection.
+    detectors, columns = [], []
+    for grace in (3, 5, 19, 20, 21, 64):
+        for clock in (1, 4):
+            end = max(4, (grace // clock + 1) * clock)
+            detectors.append(ADWIN(delta=0.5, clock=clock, min_window_length=1, grace_period=grace))
+            columns.append(np.repeat([0.0, 1000.0], [end // 2, end - end // 2]))
+    found = check_against_update_many(update_adwins, detectors, [columns])
+    assert found == len(detectors)
+    assert all(d.drift_detected for d in detectors)
+
+
 ph_params = st.fixed_dictionaries(
     {
         "min_instances": st.integers(0, 60),
