@@ -150,6 +150,8 @@ class VersionsConfig(Frozen):
     max_active: int = Field(default=4, ge=1, le=64)
     retire_after_seconds: float | None = Field(default=7 * 24 * 3600.0, gt=0)
     champion: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL_BYTES)
+    # A version listed here is judged against its own baseline (same columns).
+    baselines: dict[str, Path] = {}
     compare: bool = True
     compare_seconds: float = Field(default=300.0, gt=0)
     # Both sides of a comparison are samples, so each statistic has a noise
@@ -434,27 +436,42 @@ def read_yaml(path: Path) -> Any:
 def baselines_from(config: Config, directory: Path) -> Config:
     """The config with relative baseline paths taken from ``directory`` (the config file's)."""
     models = {
-        model_id: model.model_copy(update={"baseline": directory / model.baseline})
+        model_id: model.model_copy(
+            update={
+                "baseline": directory / model.baseline,
+                "versions": model.versions.model_copy(
+                    update={
+                        "baselines": {
+                            version: directory / path
+                            for version, path in model.versions.baselines.items()
+                        }
+                    }
+                ),
+            }
+        )
         for model_id, model in config.models.items()
     }
     return config.model_copy(update={"models": models})
 
 
-def read_baseline(model_id: str, model: ModelConfig) -> BaselineProfile:
-    """Load a model's baseline, naming the config key when it fails."""
-    where = f"models.{model_id}.baseline"
+def read_baseline(
+    model_id: str, model: ModelConfig, path: Path | None = None, where: str | None = None
+) -> BaselineProfile:
+    """Load a model's baseline (or the one at ``path``), naming the config key when it fails."""
+    path = path or model.baseline
+    where = where or f"models.{model_id}.baseline"
     try:
-        text = model.baseline.read_bytes()
+        text = path.read_bytes()
     except OSError as error:
-        msg = f"{where}: cannot read {model.baseline}: {error.strerror}"
+        msg = f"{where}: cannot read {path}: {error.strerror}"
         raise ConfigError(msg) from None
     try:
         baseline = load_baseline(text)
     except ValueError as error:
-        msg = f"{where}: {model.baseline}: {error}"
+        msg = f"{where}: {path}: {error}"
         raise ConfigError(msg) from None
     if baseline.model_id != model_id:
-        msg = f"{where}: {model.baseline} is the baseline of model {baseline.model_id!r}"
+        msg = f"{where}: {path} is the baseline of model {baseline.model_id!r}"
         raise ConfigError(msg)
     return baseline
 

@@ -126,3 +126,52 @@ def test_join_state_round_trips_and_refuses_damage():
         damaged = {**saved, key: value}
         with pytest.raises(ValueError, match=key):
             JoinState.from_state(damaged)
+
+
+def two_versions(champion, challenger, seed):
+    """One window's pairs: a champion's, then a challenger's, mixed in time."""
+    both = np.concatenate
+    names = np.array(["v1"] * len(champion) + ["v2"] * len(challenger), dtype=object)
+    ts = both([champion.ts, challenger.ts])
+    order = np.argsort(ts, kind="stable")
+    return WindowPairs(
+        champion.number,
+        champion.start,
+        champion.end,
+        both([champion.labels, challenger.labels])[order],
+        both([champion.predictions, challenger.predictions])[order],
+        both([champion.scores, challenger.scores])[order],
+        ts[order],
+        names[order],
+    )
+
+
+def test_a_worse_challenger_is_compared_with_its_champion(reference):
+    compared = PerformanceSettings(
+        "m", performance.CLASSIFICATION, "1", min_count=200, compare_versions=True
+    )
+    monitor = PerformanceMonitor(compared, reference)
+    champion = classifier_windows(12, 3)
+    steady = classifier_windows(12, 4)
+    worse = classifier_windows(12, 5, worse_from=4)
+    found = []
+    for number in range(12):
+        challenger = worse[number] if number < 8 else steady[number]
+        found += monitor.judge(two_versions(champion[number], challenger, number))
+    opened = [f for f in found if f.kind == "comparison"]
+    assert opened, "the challenger's metrics fell away from the champion's"
+    assert {f.model_version for f in opened} == {"v2"}
+    assert all(f.event_time >= 4 * 60.0 for f in opened)
+    assert all(f.details["champion"] == "v1" and f.details["challenger"] == "v2" for f in opened)
+    resolved = [f for f in found if f.kind == "resolved" and f.detector == "comparison"]
+    assert {f.statistic for f in resolved} == {f.statistic for f in opened}
+
+    quiet = PerformanceMonitor(compared, reference)
+    pairs = zip(classifier_windows(30, 6), classifier_windows(30, 7), strict=True)
+    alike = [
+        f
+        for number, (a, b) in enumerate(pairs)
+        for f in quiet.judge(two_versions(a, b, number))
+        if f.detector == "comparison"
+    ]
+    assert alike == [], "two versions of one model must not be told apart"

@@ -16,6 +16,7 @@ from fakes import fake_broker, fake_config, fake_worker
 from pipeline import START_TS, first_difference, snapshot
 
 from driftstream.config import ConfigError, parse_config
+from driftstream.core.baseline import build_profile
 from driftstream.runtime.models import load_models
 from driftstream.synthetic import feature_rows, frame
 
@@ -99,6 +100,40 @@ def test_a_drifting_canary_alerts_for_itself_and_against_its_champion(tmp_path, 
     assert 'predictions:fraud-detector|["v2", "", ""]' in names
     assert "compare:fraud-detector" in names
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
+
+
+def test_a_version_with_its_own_baseline_is_judged_against_it(tmp_path, redis_url):
+    # v2 was trained on the shifted data it serves: against the model's
+    # baseline it drifts, against its own it does not.
+    data = frame(20_000, seed=21, drift=DRIFTED)
+    del data["label"]
+    own = build_profile(data, model_id=MODEL, prediction="prediction", score="score")
+    path = tmp_path / "v2-baseline.json"
+    path.write_bytes(own.to_json())
+    values = traffic(
+        20_000,
+        seed=14,
+        version_of=lambda row: "v2" if row % 2 else "v1",
+        drifted=lambda row: bool(row % 2),
+    )
+    versions = {"monitor": True, "compare": False}
+    plain, _, _ = run(tmp_path, redis_url, values, {"versions": versions})
+    assert {a["model_version"] for a in drifts(plain)} == {"v2"}
+    versions["baselines"] = {"v2": str(path)}
+    alerts, _, _ = run(tmp_path, redis_url, values, {"versions": versions})
+    assert drifts(alerts) == []
+
+
+def test_a_version_baseline_with_other_columns_is_refused(tmp_path, redis_url):
+    data = frame(5_000, seed=1)
+    del data["items"], data["label"]
+    other = build_profile(data, model_id=MODEL, prediction="prediction", score="score")
+    path = tmp_path / "other.json"
+    path.write_bytes(other.to_json())
+    versions = {"monitor": True, "baselines": {"v2": str(path)}}
+    config = fake_config(tmp_path, redis_url, "other", model_options={"versions": versions})
+    with pytest.raises(ConfigError, match=r"versions\.baselines\.v2: .* other columns"):
+        load_models(config)
 
 
 def test_a_drifting_segment_alerts_for_that_segment_alone(tmp_path, redis_url):

@@ -333,6 +333,36 @@ def judge(
     return bool(value > threshold), threshold
 
 
+def compare(
+    metric: str,
+    ref: Reference,
+    champion: tuple[float, int],
+    challenger: tuple[float, int],
+    *,
+    z: float = DEFAULT_Z,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> tuple[bool, float]:
+    """Whether a challenger's (value, pairs) is worse than its champion's; the threshold.
+
+    Both are samples, so the margin adds their sampling errors: the
+    baseline's spread at ``ref.size`` pairs, scaled to each side's count.
+    Their biases at similar counts cancel, so none is applied.
+    """
+    (base, n_base), (value, count) = champion, challenger
+    spread = ref.spread.get(metric, math.nan)
+    known = all(math.isfinite(v) for v in (base, value, spread))
+    if min(n_base, count) < 1 or not known:
+        return False, math.nan
+    margin = z * spread * math.sqrt(ref.size / n_base + ref.size / count) + tolerance
+    direction = HIGHER_IS_BETTER[metric]
+    if direction is None:
+        threshold = base + margin if value >= base else base - margin
+        return bool(abs(value - base) > margin), threshold
+    if direction:
+        return bool(value < base - margin), base - margin
+    return bool(value > base + margin), base + margin
+
+
 def _ratio(top: int, bottom: int) -> float:
     return top / bottom if bottom else math.nan
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from driftstream.core import performance
 from driftstream.core.detectors import ADWIN
 from driftstream.core.detectors.ddm import DDM
 from driftstream.core.episodes import DetectorEpisodes
-from driftstream.core.findings import BASELINE, RESOLVED, Finding, Reading
+from driftstream.core.findings import BASELINE, COMPARISON, RESOLVED, Finding, Reading
 from driftstream.core.settings import DEFAULT_ADWIN, EpisodeSettings
 from driftstream.core.state import STATE_VERSION, StatePath, StateReader
 
@@ -74,6 +74,9 @@ class PerformanceSettings:
     detectors: tuple[str, ...] = ("adwin", "ddm")
     episodes: EpisodeSettings = field(default_factory=EpisodeSettings)
     adwin: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_ADWIN))
+    # Champion vs challenger on the window's pairs, versions apart (None: most pairs).
+    compare_versions: bool = False
+    champion: str | None = None
 
     @property
     def regression(self) -> bool:
@@ -134,6 +137,8 @@ class PerformanceMonitor:
         thresholds: dict[str, float] = {}
         if self.reference is not None and len(pairs) >= self.settings.min_count:
             findings += self._judge_metrics(pairs, metrics, thresholds)
+        if self.reference is not None and self.settings.compare_versions:
+            findings += self._compare_versions(pairs)
         self.readings = [
             Reading(
                 FEATURE,
@@ -192,6 +197,72 @@ class PerformanceMonitor:
                         len(pairs) - 1,
                     )
                 )
+        return findings
+
+    def _compare_versions(self, pairs: WindowPairs) -> list[Finding]:
+        """Each challenger's metrics against the champion's, over the same window's pairs.
+
+        Versions with fewer than ``min_count`` pairs are not judged. Open
+        comparisons of versions absent from the window are forgotten, so the
+        state holds only versions still in the traffic.
+        """
+        assert self.reference is not None
+        names = np.asarray(pairs.versions if pairs.versions is not None else [], dtype=object)
+        sizes: dict[str, int] = {}
+        if len(names):
+            found, counts = np.unique(names, return_counts=True)
+            sizes = dict(zip(map(str, found.tolist()), counts.tolist(), strict=True))
+        self.calm = {
+            k: v for k, v in self.calm.items() if not _compared(k) or _compared(k) in sizes
+        }
+        champion = self.settings.champion
+        if champion is None and sizes:
+            champion = min(sizes, key=lambda v: (-sizes[v], v))
+        least = self.settings.min_count
+        if champion is None or sizes.get(champion, 0) < least:
+            return []
+        mine = self._metrics(_subset(pairs, names == champion))
+        findings = []
+        for challenger in sorted(v for v, n in sizes.items() if v != champion and n >= least):
+            rows = np.flatnonzero(names == challenger)
+            theirs = self._metrics(_subset(pairs, names == challenger))
+            for metric in self.settings.judged_metrics():
+                options = {
+                    k: v
+                    for k, v in (("z", metric.z), ("tolerance", metric.tolerance))
+                    if v is not None
+                }
+                value = theirs.get(metric.name, math.nan)
+                worse, threshold = performance.compare(
+                    metric.name,
+                    self.reference,
+                    (mine.get(metric.name, math.nan), sizes[champion]),
+                    (value, sizes[challenger]),
+                    **options,
+                )
+                key = f"{COMPARED}{challenger}|{metric.name}"
+                kind = self._episode(key, worse, math.isnan(value))
+                if kind is None:
+                    continue
+                opened = kind == PERFORMANCE
+                finding = self._finding(
+                    COMPARISON if opened else RESOLVED,
+                    COMPARISON,
+                    metric.name,
+                    value,
+                    threshold,
+                    "warning" if opened else "info",
+                    pairs,
+                    int(rows[-1]),
+                )
+                details = {
+                    "champion": champion,
+                    "challenger": challenger,
+                    "champion_value": _plain(mine.get(metric.name, math.nan)),
+                    "champion_count": sizes[champion],
+                    "challenger_count": sizes[challenger],
+                }
+                findings.append(replace(finding, reference="champion", details=details))
         return findings
 
     def _episode(self, key: str, worse: bool, unknown: bool) -> str | None:
@@ -344,6 +415,32 @@ class PerformanceMonitor:
             monitor.ddm = DDM.from_state(reader.mapping("ddm"), reader.child("ddm"))
         monitor.seen = reader.count("seen")
         return monitor
+
+
+COMPARED = "compare|"  # prefix of open comparison episodes: compare|<version>|<metric>
+
+
+def _compared(key: str) -> str | None:
+    """The challenger of an open comparison episode's key; None for other episodes."""
+    if not key.startswith(COMPARED):
+        return None
+    return key[len(COMPARED) :].rsplit("|", 1)[0]
+
+
+def _subset(pairs: WindowPairs, mask: npt.NDArray[np.bool_]) -> WindowPairs:
+    scores = None if pairs.scores is None else pairs.scores[mask]
+    return replace(
+        pairs,
+        labels=pairs.labels[mask],
+        predictions=pairs.predictions[mask],
+        scores=scores,
+        ts=pairs.ts[mask],
+        versions=None if pairs.versions is None else pairs.versions[mask],
+    )
+
+
+def _plain(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def baseline_value(reference: performance.Reference | None, metric: str) -> float:

@@ -68,14 +68,20 @@ class ModelSpec:
     keys: KeySettings = field(default_factory=KeySettings)
     segment_min_count: int = 1
     comparison: ComparisonSettings | None = None  # champion vs challenger, when on
+    version_baselines: Mapping[str, BaselineProfile] = field(default_factory=dict)
+
+    def baseline_of(self, key: MonitorKey = WHOLE) -> BaselineProfile:
+        """The baseline a monitor is judged against: its version's own, if configured."""
+        return self.version_baselines.get(key.version, self.baseline)
 
     def new_monitor(self, role: str, key: MonitorKey = WHOLE) -> ModelMonitor:
-        return ModelMonitor(self.monitor_settings(role, key), self.baseline)
+        return ModelMonitor(self.monitor_settings(role, key), self.baseline_of(key))
 
     def restore_monitor(
         self, role: str, state: Mapping[str, object], key: MonitorKey = WHOLE
     ) -> ModelMonitor:
-        return ModelMonitor.from_state(self.monitor_settings(role, key), self.baseline, state)
+        settings = self.monitor_settings(role, key)
+        return ModelMonitor.from_state(settings, self.baseline_of(key), state)
 
     def monitor_settings(self, role: str, key: MonitorKey = WHOLE) -> MonitorSettings:
         """A monitor's settings: its version's label; a segment's own minimum window size."""
@@ -119,6 +125,11 @@ def load_models(config: Config) -> dict[str, ModelSpec]:
         labels = None
         if model.labels is not None:
             labels = label_spec(model_id, model.labels, baseline, settings)
+            if model.versions.monitor and model.versions.compare:
+                judged = replace(
+                    labels.performance, compare_versions=True, champion=model.versions.champion
+                )
+                labels = replace(labels, performance=judged)
         models[model_id] = ModelSpec(
             model_id,
             baseline,
@@ -127,9 +138,33 @@ def load_models(config: Config) -> dict[str, ModelSpec]:
             key_settings(model),
             model.segments.min_count,
             comparison_settings(model_id, model, settings),
+            version_baselines(model_id, model, baseline),
         )
     check_series(config, models)
     return models
+
+
+def version_baselines(
+    model_id: str, model: ModelConfig, baseline: BaselineProfile
+) -> dict[str, BaselineProfile]:
+    """Per-version baselines; each must profile the same columns as the model's."""
+    found = {}
+    columns = ModelColumns.from_baseline(baseline)
+    for version, path in model.versions.baselines.items():
+        where = f"models.{model_id}.versions.baselines.{version}"
+        if not model.versions.monitor:
+            msg = f"{where}: per-version baselines need versions.monitor: true"
+            raise ConfigError(msg)
+        own = read_baseline(model_id, model, path, where)
+        if ModelColumns.from_baseline(own) != columns:
+            msg = (
+                f"{where}: {path} profiles other columns than the model's baseline "
+                f"{model.baseline}; a version's baseline must have the same features, "
+                "prediction and score"
+            )
+            raise ConfigError(msg)
+        found[version] = own
+    return found
 
 
 def key_settings(model: ModelConfig) -> KeySettings:

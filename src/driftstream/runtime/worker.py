@@ -806,8 +806,13 @@ class Worker:
         source = Source(
             self.config.kafka.topics.predictions, int(pair["partition"]), int(pair["offset"])
         )
+        compared = finding.details is not None and "challenger" in finding.details
         event = alert_event(
-            finding, role=LABELS, source=source, model_version=finding.model_version
+            finding,
+            role=LABELS,
+            source=source,
+            model_version=finding.model_version,
+            monitor=MonitorKey(finding.model_version).suffix() if compared else "",
         )
         labels = self.models[model_id].labels
         assert labels is not None
