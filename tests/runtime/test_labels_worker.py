@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 import redis
@@ -267,3 +268,44 @@ def test_a_takeover_with_labels_flowing_loses_and_doubles_nothing(
     ids = alert_ids(read_topic(kafka_bootstrap, config_g.kafka.topics.alerts))
     assert ids == alert_ids(read_topic(kafka_bootstrap, config_r.kafka.topics.alerts))
     assert ids
+
+
+def test_a_challenger_that_got_worse_on_its_labels_is_compared_with_its_champion(
+    tmp_path, redis_url, unique, client
+):
+    # Every third prediction is the challenger's; from CONCEPT_FROM on its
+    # labels ignore its score, while the champion's stay as they were.
+    def challenger(index):
+        return index % 3 == 0
+
+    predictions = []
+    for index, value in enumerate(events(15_000, 0, seed=3)):
+        event = orjson.loads(value)
+        event["model_version"] = "v2" if challenger(index) else "v1"
+        predictions.append(orjson.dumps(event))
+    rng = np.random.default_rng(8)
+    labels = []
+    for value in label_events(15_000, seed=3):
+        event = orjson.loads(value)
+        index = int(event["event_id"].rsplit("-", 1)[1])
+        if challenger(index) and index >= CONCEPT_FROM:
+            event["label"] = "fraud" if rng.random() < 0.5 else "ok"
+        labels.append(orjson.dumps(event))
+    options = {"versions": {"monitor": True}}
+    labelled = {**LABELS, "min_count": 100}  # the challenger has ~160 pairs a window
+    config = fake_config(tmp_path, redis_url, unique, labels=labelled, model_options=options)
+    broker = fake_broker(config)
+    broker.produce(config.kafka.topics.predictions, predictions, KEY)
+    broker.produce(config.kafka.topics.labels, labels, KEY)
+    drain(fake_worker(config, broker, client), broker)
+
+    compared = [
+        a for a in alerts_of(broker, config, "comparison") if a["details"]["role"] == "labels"
+    ]
+    assert compared, "the challenger's worse performance went unnoticed"
+    assert {a["model_version"] for a in compared} == {"v2"}
+    assert all(a["event_time"] >= START_TS + CONCEPT_FROM * 0.01 for a in compared)
+    assert {a["details"]["champion"] for a in compared} == {"v1"}
+    assert {a["statistic"] for a in compared} & {"accuracy", "brier", "log_loss", "roc_auc"}
+    ids = [a["alert_id"] for a in alerts_of(broker, config)]
+    assert len(ids) == len(set(ids))
