@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import orjson
 import pytest
+from statepaths import dotted, edited, walk
 
 from driftstream.core.baseline import build_profile
 from driftstream.core.comparison import (
@@ -336,37 +337,8 @@ def fed(baseline):
 DATA_MAPS = ("sketches", "open", "counts")  # keyed by data: columns, episodes, categories
 
 
-def leaves(value, path=()):
-    """Every (path, value) of a state; lists contribute their first entry."""
-    yield path, value
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from leaves(item, (*path, key))
-    elif isinstance(value, list) and value:
-        yield from leaves(value[0], (*path, 0))
-
-
-def dotted(path):
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (part if not text else f".{part}")
-    return text
-
-
-def edited(state, path, value=None, delete=False):
-    state = copy.deepcopy(state)
-    holder = state
-    for part in path[:-1]:
-        holder = holder[part]
-    if delete:
-        del holder[path[-1]]
-    else:
-        holder[path[-1]] = value
-    return state
-
-
 def damages(state):
-    for path, value in leaves(state):
+    for path, value in walk(state):
         if isinstance(value, dict):
             if not path or path[-1] not in DATA_MAPS:
                 for key in value:

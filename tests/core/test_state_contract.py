@@ -17,7 +17,6 @@ A new stateful class joins by adding one ``Stateful`` entry to ``STATEFUL``.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from statepaths import dotted, edited, walk
 
 from driftstream.core.baseline import build_profile
 from driftstream.core.batch import Batch
@@ -449,40 +449,8 @@ def test_state_size_is_bounded_on_a_long_stream(case):
 # -------------------------------------------------------------- refusals
 
 
-def dotted(path: tuple[Any, ...]) -> str:
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += part if not text else f".{part}"
-    return text
-
-
-def walk(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    """Every (path, value) of a state; lists contribute their first entry only."""
-    yield path, value
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from walk(item, (*path, key))
-    elif isinstance(value, list) and value:
-        yield from walk(value[0], (*path, 0))
-
-
 def matches(path: tuple[Any, ...], patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(dotted(path), pattern) for pattern in patterns)
-
-
-def edited(state: Any, path: tuple[Any, ...], value: Any = None, *, delete: bool = False) -> Any:
-    state = copy.deepcopy(state)
-    holder = state
-    for part in path[:-1]:
-        holder = holder[part]
-    if delete:
-        del holder[path[-1]]
-    else:
-        holder[path[-1]] = value
-    return state
 
 
 def damages(case: Stateful, state: dict[str, Any]) -> Iterator[tuple[str, Any, str]]:

@@ -83,9 +83,17 @@ from driftstream.core.baseline import BaselineProfile, CategoricalProfile, Numer
 from driftstream.core.batch import Batch
 from driftstream.core.episodes import WindowEpisodes
 from driftstream.core.findings import COMPARISON, DRIFT, RESOLVED, Finding, Reading
-from driftstream.core.monitor import default_feature_settings, kind_of, profiles_of
+from driftstream.core.monitor import (
+    column_of,
+    counts_of,
+    default_feature_settings,
+    kind_of,
+    new_sketch,
+    profiles_of,
+    restored_sketch,
+    statistic_between,
+)
 from driftstream.core.settings import (
-    NUMERIC,
     PREDICTION,
     SCORE,
     ComparisonSettings,
@@ -142,42 +150,26 @@ class _Column:
         self.points = profile.points() if isinstance(profile, NumericProfile) else None
 
     def new_sketch(self) -> Sketch:
-        if isinstance(self.profile, NumericProfile):
-            return NumericSketch(np.asarray(self.profile.edges))
-        return CategorySketch(cap=self.cap, categories=self.profile.categories)
+        return new_sketch(self.profile, self.cap)
 
     def values(self, batch: Batch) -> np.ndarray:
-        if self.setting.kind == NUMERIC:
-            return batch.numeric(self.setting.name)
-        return batch.categorical(self.setting.name)
+        return column_of(self.setting, batch)
 
     def statistic(self, name: str, expected: Sketch, current: Sketch) -> float:
         """``name`` between the champion's sketch (``expected``) and a challenger's."""
-        if isinstance(self.profile, NumericProfile):
-            return stats.compute(
-                name,
-                self._vector(expected),
-                self._vector(current),
-                points=self.points,
-                scale=self.profile.std,
-            )
-        return stats.compute(name, self._vector(expected), self._vector(current))
-
-    def _vector(self, sketch: Sketch) -> npt.NDArray[np.int64]:
-        if isinstance(sketch, NumericSketch):
-            return sketch.counts
-        assert isinstance(self.profile, CategoricalProfile)
-        return sketch.vector(self.profile.categories)
+        return statistic_between(
+            name, self.profile, counts_of(self.profile, expected), counts_of(self.profile, current)
+        )
 
     def restored(self, state: Any, at: StatePath) -> Sketch:
         """A saved sketch, refused unless it fits this column's baseline and cap."""
-        if isinstance(self.profile, NumericProfile):
-            return NumericSketch.from_state(state, at, edges=self.profile.edges)
-        sketch = CategorySketch.from_state(state, at)
-        if sketch.categories != self.profile.categories:
-            at.fail("categories", "differ from the baseline's: saved with another baseline")
-        if sketch.cap != self.cap:
-            at.fail("cap", f"must be the settings' category_cap {self.cap}, got {sketch.cap}")
+        sketch = restored_sketch(self.profile, state, at)
+        if isinstance(sketch, CategorySketch):
+            assert isinstance(self.profile, CategoricalProfile)
+            if sketch.categories != self.profile.categories:
+                at.fail("categories", "differ from the baseline's: saved with another baseline")
+            if sketch.cap != self.cap:
+                at.fail("cap", f"must be the settings' category_cap {self.cap}, got {sketch.cap}")
         return sketch
 
 

@@ -135,22 +135,15 @@ class FeatureWatch:
     def __init__(self, feature: FeatureSettings, profile: Profile, settings: MonitorSettings):
         self.feature = feature
         self.profile = profile
-        self.sketch = self._new_sketch(settings)
+        self.sketch = new_sketch(profile, settings.category_cap)
         self.previous: Sketch | None = None
         self.detectors: dict[str, Detector] = {
             name: _new_detector(name, settings) for name in feature.detectors
         }
         self.recent = np.zeros(0)
 
-    def _new_sketch(self, settings: MonitorSettings) -> Sketch:
-        if isinstance(self.profile, NumericProfile):
-            return NumericSketch(np.asarray(self.profile.edges))
-        return CategorySketch(cap=settings.category_cap, categories=self.profile.categories)
-
     def column(self, batch: Batch) -> np.ndarray:
-        if self.feature.kind == NUMERIC:
-            return batch.numeric(self.feature.name)
-        return batch.categorical(self.feature.name)
+        return column_of(self.feature, batch)
 
     def add(self, values: np.ndarray) -> None:
         if isinstance(self.sketch, NumericSketch):
@@ -165,28 +158,18 @@ class FeatureWatch:
         return [BASELINE]
 
     def statistic(self, name: str, reference: str) -> float:
-        current = self._vector(self.sketch)
+        current = counts_of(self.profile, self.sketch)
         if reference == BASELINE:
             expected = self._baseline_vector()
         else:
             assert self.previous is not None
-            expected = self._vector(self.previous)
-        if isinstance(self.profile, NumericProfile):
-            return stats.compute(
-                name, expected, current, points=self.profile.points(), scale=self.profile.std
-            )
-        return stats.compute(name, expected, current)
+            expected = counts_of(self.profile, self.previous)
+        return statistic_between(name, self.profile, expected, current)
 
     def _baseline_vector(self) -> npt.NDArray[np.int64]:
         if isinstance(self.profile, NumericProfile):
             return np.asarray(self.profile.counts, dtype=np.int64)
         return self.profile.vector()
-
-    def _vector(self, sketch: Sketch) -> npt.NDArray[np.int64]:
-        if isinstance(sketch, NumericSketch):
-            return sketch.counts
-        assert isinstance(self.profile, CategoricalProfile)
-        return sketch.vector(self.profile.categories)
 
     def roll(self, min_count: int, keep: bool) -> None:
         """Close the window; with ``keep``, it becomes the previous one if it was big enough.
@@ -233,10 +216,10 @@ class FeatureWatch:
         running values), so a changed threshold applies from the next batch.
         """
         reader = StateReader(state, None, _WATCH_KEYS, at)
-        self.sketch = self._restored_sketch(reader.raw("sketch"), reader.child("sketch"))
+        self.sketch = restored_sketch(self.profile, reader.raw("sketch"), reader.child("sketch"))
         previous = reader.raw("previous")
         if previous is not None:
-            self.previous = self._restored_sketch(previous, reader.child("previous"))
+            self.previous = restored_sketch(self.profile, previous, reader.child("previous"))
         for name, detector_state in reader.mapping("detectors").items():
             cls = _DETECTOR_CLASSES.get(name)
             if cls is None:
@@ -255,15 +238,50 @@ class FeatureWatch:
                 reader.child("recent").wrong(f"[{i}]", f"an integer within ±{RECENT_LIMIT}", step)
         self.recent = np.asarray(recent, dtype=np.float64) / RECENT_STEPS
 
-    def _restored_sketch(self, state: Any, at: StatePath) -> Sketch:
-        """A saved sketch, refused unless it fits this column's baseline.
 
-        A numeric sketch is restored on the baseline's edges; its state keeps
-        only their digest and refuses other edges or another bin count.
-        """
-        if isinstance(self.profile, NumericProfile):
-            return NumericSketch.from_state(state, at, edges=self.profile.edges)
-        return CategorySketch.from_state(state, at)
+# What a window keeps of one column, and how two of them compare: shared by
+# the monitors against their baseline and the champion-challenger comparison.
+
+
+def new_sketch(profile: Profile, cap: int) -> Sketch:
+    """An empty window sketch for a column: on the baseline's bins, or its categories."""
+    if isinstance(profile, NumericProfile):
+        return NumericSketch(np.asarray(profile.edges))
+    return CategorySketch(cap=cap, categories=profile.categories)
+
+
+def column_of(feature: FeatureSettings, batch: Batch) -> np.ndarray:
+    if feature.kind == NUMERIC:
+        return batch.numeric(feature.name)
+    return batch.categorical(feature.name)
+
+
+def counts_of(profile: Profile, sketch: Sketch) -> npt.NDArray[np.int64]:
+    """A sketch's counts in the baseline's bins or categories."""
+    if isinstance(sketch, NumericSketch):
+        return sketch.counts
+    assert isinstance(profile, CategoricalProfile)
+    return sketch.vector(profile.categories)
+
+
+def statistic_between(
+    name: str, profile: Profile, expected: npt.NDArray[np.int64], current: npt.NDArray[np.int64]
+) -> float:
+    """Statistic ``name`` of ``current`` counts against ``expected`` ones."""
+    if isinstance(profile, NumericProfile):
+        return stats.compute(name, expected, current, points=profile.points(), scale=profile.std)
+    return stats.compute(name, expected, current)
+
+
+def restored_sketch(profile: Profile, state: Any, at: StatePath) -> Sketch:
+    """A saved sketch, refused unless it fits the column's baseline.
+
+    A numeric sketch is restored on the baseline's edges; its state keeps
+    only their digest and refuses other edges or another bin count.
+    """
+    if isinstance(profile, NumericProfile):
+        return NumericSketch.from_state(state, at, edges=profile.edges)
+    return CategorySketch.from_state(state, at)
 
 
 # Detector parameters come from the settings, so saved states leave them out.

@@ -1,4 +1,4 @@
-"""Checks shared by the ADWIN and Page-Hinkley tests: splits and save/restore."""
+"""Checks shared by the detector tests: splits, save/restore, river's detections."""
 
 from __future__ import annotations
 
@@ -47,3 +47,14 @@ def round_trip(state: dict[str, Any], codec: str) -> dict[str, Any]:
     if codec == "json":
         return json.loads(json.dumps(state, allow_nan=False))
     return orjson.loads(orjson.dumps(state))
+
+
+def river_positions(cls: type, values: np.ndarray, params: dict[str, Any]) -> list[int]:
+    """Where river's detector ``cls`` with ``params`` fires on ``values``, one at a time."""
+    detector = cls(**params)
+    hits = []
+    for i, x in enumerate(values.tolist()):
+        detector.update(x)
+        if detector.drift_detected:
+            hits.append(i)
+    return hits

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from harness import river_positions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from river import drift
@@ -287,16 +288,6 @@ def test_page_hinkley_bank_on_arbitrary_streams(rows):
     detectors = [PageHinkley(**params) for params, *_ in rows]
     batches = [[np.array(row[k], dtype=np.float64) for row in rows] for k in (1, 2, 3)]
     check_against_update_many(update_page_hinkleys, detectors, batches)
-
-
-def river_positions(cls: type, values: np.ndarray, params: dict[str, Any]) -> list[int]:
-    detector = cls(**params)
-    hits = []
-    for i, x in enumerate(values.tolist()):
-        detector.update(x)
-        if detector.drift_detected:
-            hits.append(i)
-    return hits
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
-from harness import check_restore, feed_in_random_splits, round_trip
+from harness import check_restore, feed_in_random_splits, river_positions, round_trip
 from river import drift
 
 from driftstream.core.detectors import PageHinkley
@@ -43,16 +41,6 @@ def gap(ours: dict[str, float], river: dict[str, float]) -> float:
     return worst
 
 
-def river_positions(values: np.ndarray, params: dict[str, Any]) -> list[int]:
-    detector = drift.PageHinkley(**params)
-    hits = []
-    for i, x in enumerate(values.tolist()):
-        detector.update(x)
-        if detector.drift_detected:
-            hits.append(i)
-    return hits
-
-
 def test_update_matches_river_within_the_documented_bound(ph_case):
     river = drift.PageHinkley(**ph_case.params)
     ours = PageHinkley(**ph_case.params)
@@ -76,7 +64,7 @@ def test_update_many_matches_river_and_the_scalar_loop_bit_for_bit(ph_case):
     loop_hits = [i for i, x in enumerate(values.tolist()) if loop.update(x).drift_detected]
     batch = PageHinkley(**ph_case.params)
     hits = batch.update_many(values).tolist()
-    assert hits == river_positions(values, ph_case.params) == loop_hits
+    assert hits == river_positions(drift.PageHinkley, values, ph_case.params) == loop_hits
     assert batch.to_state() == loop.to_state()
 
 
@@ -198,7 +186,11 @@ def test_random_parameters_and_streams_match_river(seed):
     loop = PageHinkley(**params)
     loop_hits = [i for i, x in enumerate(values.tolist()) if loop.update(x).drift_detected]
     batch = PageHinkley(**params)
-    assert batch.update_many(values).tolist() == river_positions(values, params) == loop_hits
+    assert (
+        batch.update_many(values).tolist()
+        == river_positions(drift.PageHinkley, values, params)
+        == loop_hits
+    )
     assert batch.to_state() == loop.to_state()
 
 
