@@ -10,7 +10,7 @@ import pytest
 from driftstream.core.baseline import build_profile
 from driftstream.core.batch import Batch
 from driftstream.core.monitor import ModelMonitor, settings_from_baseline
-from driftstream.core.settings import FeatureSettings, WindowSettings
+from driftstream.core.settings import PREDICTION, SCORE, FeatureSettings, WindowSettings
 from driftstream.synthetic import frame, monitor_columns
 
 DRIFTED = {"amount", "country"}
@@ -252,3 +252,20 @@ def test_a_sketch_of_another_kind_or_an_unknown_detector_is_refused(baseline):
     detectors["cusum"] = detectors["adwin"]
     with pytest.raises(ValueError, match="unknown detector 'cusum'"):
         ModelMonitor.from_state(settings, baseline, state)
+
+
+def test_committed_state_of_a_reference_monitor_stays_within_32_kb():
+    from driftstream.synthetic import REFERENCE_CATEGORICAL, REFERENCE_NUMERIC, reference_frame
+
+    data = reference_frame(20_000, seed=1)
+    profile = build_profile(data, model_id="m", prediction="prediction", score="score")
+    monitor = ModelMonitor(settings_from_baseline(profile), profile)
+    events = reference_frame(200_000, seed=2)
+    columns = {name: events[name] for name in (*REFERENCE_NUMERIC, *REFERENCE_CATEGORICAL)}
+    columns.update({PREDICTION: events["prediction"], SCORE: events["score"]})
+    whole = Batch(np.arange(200_000, dtype=np.float64), columns)
+    for start in range(0, 200_000, 20_000):
+        monitor.update(whole.slice(start, start + 20_000))
+    # ADWIN adds about 100 bytes per numeric column each time its window
+    # doubles; 200,000 events leave about 3 KB of room (README, Performance).
+    assert len(orjson.dumps(monitor.to_state())) <= 32 * 1024
