@@ -177,3 +177,12 @@ def test_without_splits_every_row_feeds_the_whole_monitor():
     registry = KeyRegistry(KeySettings())
     plan = registry.plan(np.arange(3.0), np.array(["a", "b", "a"], dtype=object), {})
     assert [(k, r.tolist()) for k, r in plan.runs[0].groups()] == [(MonitorKey(), [0, 1, 2])]
+
+
+def test_a_lowered_cap_retires_down_to_it_at_the_next_new_version():
+    wide = KeyRegistry(KeySettings(versions=True, max_versions=3))
+    wide.plan(np.array([1.0, 2.0, 3.0]), np.array(["a", "b", "c"], dtype=object), {})
+    narrow = KeyRegistry.from_state(KeySettings(versions=True, max_versions=1), wide.to_state())
+    plan = narrow.plan(np.array([4.0]), np.array(["d"], dtype=object), {})
+    assert plan.runs[-1].retired == ["a", "b", "c"]
+    assert list(narrow.versions) == ["d"]

@@ -204,7 +204,8 @@ class KeyRegistry:
                 del self.versions[name]
             name = names[codes[row]]
             if name not in self.versions:
-                if len(self.versions) >= self.settings.max_versions:
+                # A loop, not an if: a lowered max_active shrinks the set here.
+                while len(self.versions) >= self.settings.max_versions:
                     oldest = min(self.versions, key=lambda v: (self.versions[v], v))
                     del self.versions[oldest]
                     gone = [*gone, oldest]
