@@ -147,7 +147,6 @@ class _Column:
         self.setting = setting
         self.profile = profile
         self.cap = cap
-        self.points = profile.points() if isinstance(profile, NumericProfile) else None
 
     def new_sketch(self) -> Sketch:
         return new_sketch(self.profile, self.cap)

@@ -7,17 +7,16 @@ the monitors' sequential detectors all run in one pass
 (``core.monitor.update_monitors``), so the work per batch follows the
 events, not the number of monitors.
 
-Everything here reads state through ``load`` before anything changes; the
-caller (``worker.Worker._prepare``) does every Redis read first, so a read
-that fails leaves the unit as it was and the batch can be prepared again.
+Nothing here reads Redis: the caller (``worker.Worker._prepare``) loads
+every registry, comparison and monitor a batch needs first, so a read that
+fails leaves the unit as it was and the batch can be prepared again.
+Registries are planned on copies, installed in the unit only on commit.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import orjson
@@ -36,11 +35,6 @@ from driftstream.runtime.models import (
     keys_state_name,
     state_name,
 )
-
-log = logging.getLogger(__name__)
-
-Loader = Callable[[Sequence[str]], dict[str, bytes]]
-Restorer = Callable[[str, str, bytes, Callable[[Any], Any], Callable[[], Any]], Any]
 
 
 @dataclass
@@ -182,10 +176,11 @@ def _whole(n: int) -> Plan:
 
 def _retire(item: Planned, run: Run, monitors: dict[str, ModelMonitor], outcome: Outcome) -> None:
     """Drop a retired version's monitors; their state is deleted by the commit."""
-    assert item.registry is not None or not run.retired
+    if not run.retired:
+        return
+    assert item.registry is not None  # only a split model retires versions
     role, model_id = item.batch.role, item.batch.model_id
     for version in run.retired:
-        assert item.registry is not None
         for key in item.registry.monitors_of(version):
             name = state_name(role, model_id, key)
             monitors.pop(name, None)
