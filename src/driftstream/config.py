@@ -19,8 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from driftstream.contract import MAX_LABEL_BYTES
 from driftstream.core import stats
+from driftstream.core.anomaly import MAX_RATE
+from driftstream.core.anomaly_monitor import AnomalySettings
 from driftstream.core.baseline import BaselineProfile, load_baseline
 from driftstream.core.monitor import default_feature_settings, kind_of, profiles_of
+from driftstream.core.quality import QualitySettings
 from driftstream.core.settings import (
     DEFAULT_ADWIN,
     DEFAULT_PAGE_HINKLEY,
@@ -188,6 +191,30 @@ class SegmentsConfig(Frozen):
         return keys
 
 
+class QualityConfig(Frozen):
+    """Data-quality checks per monitor and window (defaults and rationale: ``core.quality``)."""
+
+    enabled: bool = True
+    false_alarm: float = Field(default=QualitySettings.false_alarm, gt=0, lt=1)
+    missing_min_excess: float = Field(default=QualitySettings.missing_min_excess, ge=0, lt=1)
+    range_min_excess: float = Field(default=QualitySettings.range_min_excess, ge=0, lt=1)
+    new_category_min_excess: float = Field(
+        default=QualitySettings.new_category_min_excess, ge=0, lt=1
+    )
+    stuck_min_count: int = Field(default=QualitySettings.stuck_min_count, ge=2)
+
+
+class AnomalyConfig(Frozen):
+    """Per-event anomaly scores (defaults and rationale: ``core.anomaly_monitor``)."""
+
+    enabled: bool = True
+    rate: float = Field(default=AnomalySettings.rate, gt=0, le=MAX_RATE)
+    max_per_minute: float = Field(default=AnomalySettings.max_per_minute, gt=0, allow_inf_nan=False)
+    burst: int | None = Field(default=None, ge=1)
+    min_factor: float = Field(default=AnomalySettings.min_factor, ge=1, allow_inf_nan=False)
+    columns: list[str] | None = Field(default=None, min_length=1)
+
+
 class ModelConfig(Frozen):
     baseline: Path
     model_version: str = ""
@@ -200,6 +227,8 @@ class ModelConfig(Frozen):
     category_cap: int = Field(default=50, ge=1, le=10_000)
     features: dict[str, FeatureConfig] = {}
     labels: LabelsConfig | None = None  # absent: labels for this model are refused
+    quality: QualityConfig = QualityConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
 
 
 ClientValue = str | int | float | bool | SecretStr
@@ -508,6 +537,44 @@ def monitor_settings(
         page_hinkley=model.detectors.page_hinkley.model_dump(),
         compare_previous=model.compare_previous,
         category_cap=model.category_cap,
+        quality=quality_settings(model.quality),
+    )
+
+
+def quality_settings(quality: QualityConfig) -> QualitySettings | None:
+    if not quality.enabled:
+        return None
+    return QualitySettings(**quality.model_dump(exclude={"enabled"}))
+
+
+def anomaly_settings(
+    model_id: str, model: ModelConfig, baseline: BaselineProfile
+) -> AnomalySettings | None:
+    """The model's anomaly settings, or None when scoring is off; fails naming the key."""
+    anomaly = model.anomaly
+    if not anomaly.enabled:
+        return None
+    columns = None
+    if anomaly.columns is not None:
+        unknown = [name for name in anomaly.columns if name not in baseline.features]
+        if unknown:
+            msg = (
+                f"models.{model_id}.anomaly.columns: {unknown} are not features of the baseline "
+                f"{model.baseline} (features: {', '.join(sorted(baseline.features))})"
+            )
+            raise ConfigError(msg)
+        columns = tuple(anomaly.columns)
+    return AnomalySettings(
+        model_id=model_id,
+        rate=anomaly.rate,
+        max_per_minute=anomaly.max_per_minute,
+        burst=anomaly.burst,
+        columns=columns,
+        min_factor=anomaly.min_factor,
+        watch_rate=model.quality.enabled,
+        false_alarm=model.quality.false_alarm,
+        window=WindowSettings(**model.window.model_dump()),
+        episodes=EpisodeSettings(**model.episodes.model_dump()),
     )
 
 

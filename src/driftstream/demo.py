@@ -386,7 +386,7 @@ def _report(
     )
     for a in alerts:
         since = a["event_time"] - START_TS
-        what = a["statistic"] if a["detector"] == "window" else a["detector"]
+        what = a["statistic"] if a["detector"] in ("window", "quality") else a["detector"]
         out.write(
             f"  {since:>9.1f}s  {a['kind']:<8} {a['severity']:<8} {a['feature']:<16} "
             f"{what:<26} {_num(a['value']):>8} {_num(a['threshold']):>9}\n"

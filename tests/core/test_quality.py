@@ -26,6 +26,7 @@ from driftstream.core.quality import (
     QUALITY,
     STUCK,
     QualitySettings,
+    count_outside,
     critical_share,
     judge_quality,
     missing,
@@ -79,6 +80,13 @@ def sketch_of(
     return CategorySketch(cap=50, categories=profile.categories).update(values)
 
 
+def outside_of(profile: NumericProfile | CategoricalProfile, values: np.ndarray) -> int | None:
+    """The monitor's count of values beyond the training range (numeric columns only)."""
+    if isinstance(profile, NumericProfile):
+        return count_outside(np.asarray(values, dtype=np.float64), profile)
+    return None
+
+
 def window(baseline: BaselineProfile, column: str, size: int = 5000, seed: int = 0):
     profile = baseline.features[column]
     values = draw(column, np.random.default_rng(seed), (size,))
@@ -104,9 +112,9 @@ def false_alarms(
     tallies: list[tuple[Counter[str], Counter[str]]] = [(Counter(), Counter()) for _ in settings]
     for _ in range(WINDOWS // CHUNK):
         for values in draw(column, rng, (CHUNK, size)):
-            sketch = sketch_of(profile, values)
+            sketch, outside = sketch_of(profile, values), outside_of(profile, values)
             for (failed, judged), chosen in zip(tallies, settings, strict=True):
-                for result in judge_quality(sketch, profile, chosen):
+                for result in judge_quality(sketch, profile, chosen, outside=outside):
                     judged[result.check] += 1
                     failed[result.check] += result.failed
     return tallies
@@ -138,7 +146,8 @@ def test_clean_windows_raise_at_most_one_alert_per_ten_thousand(baseline, column
 
 
 def failures(profile, values, settings=None):
-    results = judge_quality(sketch_of(profile, values), profile, settings or QualitySettings())
+    sketch, outside = sketch_of(profile, values), outside_of(profile, values)
+    results = judge_quality(sketch, profile, settings or QualitySettings(), outside=outside)
     return {result.check for result in results if result.failed}
 
 
@@ -189,22 +198,39 @@ def test_five_percent_far_out_of_range_fails(baseline, column, side):
     profile, values = window(baseline, column, seed=6)
     far = side * 1000 * (abs(profile.max) + abs(profile.min) + 1)
     values[np.random.default_rng(7).permutation(values.size)[:250]] = far
-    result = out_of_range(sketch_of(profile, values), profile)
+    result = out_of_range(sketch_of(profile, values), profile, outside_of(profile, values))
     assert result.failed, result
     assert result.value >= result.expected + 0.03
     assert failures(profile, values) == {OUT_OF_RANGE}
 
 
-def test_out_of_range_reads_the_outer_bins(baseline):
+def test_out_of_range_reads_the_training_range(baseline):
     profile = baseline.features["amount"]
     assert isinstance(profile, NumericProfile)
-    expected = (profile.counts[0] + profile.counts[-1]) / profile.count
-    # values just inside the outermost edges are in range, just outside are not
-    inside = np.full(5000, (profile.edges[0] + profile.edges[1]) / 2)
-    result = out_of_range(sketch_of(profile, inside), profile)
-    assert (result.value, result.expected, result.failed) == (0.0, expected, False)
-    outside = np.full(5000, profile.edges[-1])
-    assert out_of_range(sketch_of(profile, outside), profile).value == 1.0
+    # the extremes themselves are in range; anything beyond either is not
+    edges = np.array([profile.min, profile.max] * 2500)
+    result = out_of_range(sketch_of(profile, edges), profile, outside_of(profile, edges))
+    assert (result.value, result.failed) == (0.0, False)
+    assert result.expected == pytest.approx(2 / (profile.count + 1))
+    beyond = np.concatenate([np.full(2500, profile.min - 0.01), np.full(2500, profile.max * 2)])
+    assert out_of_range(sketch_of(profile, beyond), profile, outside_of(profile, beyond)).value == 1
+
+
+def test_nulls_and_infinities_are_not_out_of_range(baseline):
+    profile = baseline.features["amount"]
+    values = np.array([np.nan, np.inf, -np.inf, profile.max + 1])
+    assert outside_of(profile, values) == 1
+
+
+def test_a_one_sd_shift_is_drift_not_out_of_range():
+    """The range is the training extremes: a shift leaves it to the drift statistics."""
+    rng = np.random.default_rng(12)
+    profile = build_profile({"x": rng.normal(size=20_000)}, model_id="m").features["x"]
+    assert isinstance(profile, NumericProfile)
+    shifted = rng.normal(loc=1.0, size=5000)
+    result = out_of_range(sketch_of(profile, shifted), profile, outside_of(profile, shifted))
+    assert not result.failed
+    assert result.value < 0.01
 
 
 @pytest.mark.parametrize("size", [5000, 200])

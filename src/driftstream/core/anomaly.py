@@ -134,6 +134,7 @@ class _Numeric:
             counts / counts.sum() if counts.sum() > 0 else np.full(counts.size, 1 / counts.size)
         )
         self.outside_tail = 0.5 / (n + 1)
+        self.new_extreme = 1.0 / (n + 1)  # chance a fresh value passes the max (or the min)
         self.scale = profile.std
         total = profile.count + profile.null_count
         self.missing = -math.log((profile.null_count + 1) / (total + 2))
@@ -159,8 +160,22 @@ class _Numeric:
         return surprise
 
     def sample(self, rng: np.random.Generator, size: int) -> FloatArray:
+        """Values drawn as the score models them, new extremes included.
+
+        A fresh value passes the training maximum with probability
+        ``1 / (n + 1)`` (and the minimum likewise), by a distance the score
+        takes as exponential in ``std``; leaving that out would calibrate
+        the threshold on traffic that never sets a new record, and real
+        traffic would then be flagged more often than ``rate``.
+        """
         bins = rng.choice(self.probs.size, size=size, p=self.probs)
         values = self.xs[bins] + rng.random(size) * (self.xs[bins + 1] - self.xs[bins])
+        where = rng.random(size)
+        distance = rng.exponential(self.scale, size) if self.scale > 0 else np.zeros(size)
+        high = where < self.new_extreme
+        low = (where >= self.new_extreme) & (where < 2 * self.new_extreme)
+        values[high] = self.high + distance[high]
+        values[low] = self.low - distance[low]
         values[rng.random(size) < self.null_share] = np.nan
         return values
 
@@ -365,6 +380,18 @@ class TokenBucket:
             raise ValueError(msg)
         dropped = np.fromiter((self._take(t) for t in times.tolist()), np.int64, times.size)
         return dropped >= 0, np.maximum(dropped, 0)
+
+    def with_limits(self, per_minute: float, burst: int | None = None) -> TokenBucket:
+        """A bucket with other limits that carries on from this one.
+
+        It keeps the clock, the suppressed count and the tokens (at most
+        the new burst): how a saved bucket meets a changed config.
+        """
+        bucket = TokenBucket(per_minute, burst)
+        bucket._tokens = min(self._tokens, float(bucket.burst))
+        bucket._clock = self._clock
+        bucket._suppressed = self._suppressed
+        return bucket
 
     def to_state(self) -> dict[str, Any]:
         return {

@@ -48,7 +48,8 @@ from driftstream.core.baseline import BaselineProfile, CategoricalProfile, Numer
 from driftstream.core.batch import Batch
 from driftstream.core.detectors import ADWIN, PageHinkley, update_adwins, update_page_hinkleys
 from driftstream.core.episodes import DetectorEpisodes, WindowEpisodes
-from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, Finding, Reading
+from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, RESOLVED, Finding, Reading
+from driftstream.core.quality import QUALITY, count_outside, judge_quality, quality_finding
 from driftstream.core.settings import (
     ADWIN as ADWIN_NAME,
 )
@@ -67,7 +68,7 @@ from driftstream.core.settings import (
 )
 from driftstream.core.sketches import CategorySketch, NumericSketch
 from driftstream.core.state import STATE_VERSION, StatePath, StateReader
-from driftstream.core.windows import Bounds, Clock, CountClock, TimeClock, clock_from_state
+from driftstream.core.windows import Bounds, Clock, clock_from_state, new_clock
 
 _MONITOR_KEYS = (
     "model_id",
@@ -78,7 +79,7 @@ _MONITOR_KEYS = (
     "detector_episodes",
     "features",
 )
-_WATCH_KEYS = ("sketch", "previous", "detectors", "recent")
+_WATCH_KEYS = ("sketch", "previous", "detectors", "recent", "outside")
 _DETECTOR_CLASSES: dict[str, type[ADWIN] | type[PageHinkley]] = {
     ADWIN_NAME: ADWIN,
     PAGE_HINKLEY: PageHinkley,
@@ -141,13 +142,16 @@ class FeatureWatch:
             name: _new_detector(name, settings) for name in feature.detectors
         }
         self.recent = np.zeros(0)
+        self.outside = 0  # the open window's values beyond the baseline's range
 
     def column(self, batch: Batch) -> np.ndarray:
         return column_of(self.feature, batch)
 
     def add(self, values: np.ndarray) -> None:
         if isinstance(self.sketch, NumericSketch):
+            assert isinstance(self.profile, NumericProfile)
             self.sketch.update(values, nulls=np.isnan(values))
+            self.outside += count_outside(values, self.profile)
         else:
             self.sketch.update(values)
 
@@ -180,6 +184,7 @@ class FeatureWatch:
         if keep and self.sketch.count >= min_count:
             self.previous = self.sketch.copy()
         self.sketch.reset()
+        self.outside = 0
 
     def standardised(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The baseline CDF of each value, centred and scaled to unit variance.
@@ -205,6 +210,7 @@ class FeatureWatch:
             "previous": None if self.previous is None else self.previous.to_state(),
             "detectors": {name: _running(name, d) for name, d in self.detectors.items()},
             "recent": np.rint(self.recent * RECENT_STEPS).astype(np.int64).tolist(),
+            "outside": self.outside,
         }
 
     def restore(self, state: Mapping[str, Any], at: StatePath) -> None:
@@ -237,6 +243,9 @@ class FeatureWatch:
             if type(step) is not int or abs(step) > RECENT_LIMIT:
                 reader.child("recent").wrong(f"[{i}]", f"an integer within ±{RECENT_LIMIT}", step)
         self.recent = np.asarray(recent, dtype=np.float64) / RECENT_STEPS
+        self.outside = reader.count("outside")
+        if self.outside > self.sketch.count:
+            reader.fail("outside", f"exceeds the window's {self.sketch.count} values")
 
 
 # What a window keeps of one column, and how two of them compare: shared by
@@ -325,7 +334,7 @@ class ModelMonitor:
         self.watches = {
             f.name: FeatureWatch(f, _profile_for(f, profiles), settings) for f in settings.features
         }
-        self.clock: Clock = _new_clock(settings)
+        self.clock: Clock = new_clock(settings.window)
         self.window_episodes = WindowEpisodes(settings.episodes)
         self.detector_episodes = DetectorEpisodes(settings.episodes)
         self.events = 0
@@ -410,6 +419,7 @@ class ModelMonitor:
         for watch in self.watches.values():
             if bounds.count >= min_count:
                 findings += self._judge(watch, bounds, batch, trigger)
+                findings += self._judge_quality(watch, bounds, batch, trigger)
             watch.roll(min_count, self.settings.compare_previous)
         return findings
 
@@ -459,6 +469,42 @@ class ModelMonitor:
                             row=row,
                         )
                     )
+        return findings
+
+    def _judge_quality(
+        self, watch: FeatureWatch, bounds: Bounds, batch: Batch, row: int
+    ) -> list[Finding]:
+        """The data-quality checks of one column's closed window, through the same hysteresis.
+
+        A check's episode opens on a failed window and resolves after
+        ``resolve_windows`` clean ones, so a column that stays broken pages once.
+        """
+        if self.settings.quality is None:
+            return []
+        findings = []
+        outside = watch.outside if isinstance(watch.sketch, NumericSketch) else None
+        results = judge_quality(watch.sketch, watch.profile, self.settings.quality, outside=outside)
+        for result in results:
+            key = f"{watch.feature.name}|{QUALITY}|{result.check}"
+            opened = self.window_episodes.observe(
+                key, result.value, result.threshold, result.higher_is_worse
+            )
+            if opened is None:
+                continue
+            findings.append(
+                quality_finding(
+                    result,
+                    kind=QUALITY if opened == DRIFT else RESOLVED,
+                    model_id=self.settings.model_id,
+                    model_version=self.settings.model_version,
+                    feature=watch.feature.name,
+                    window_start=bounds.start,
+                    window_end=bounds.end,
+                    window_count=bounds.count,
+                    event_time=float(batch.ts[row]),
+                    row=row,
+                )
+            )
         return findings
 
     def to_state(self) -> dict[str, Any]:
@@ -576,13 +622,6 @@ def _profile_for(feature: FeatureSettings, profiles: Mapping[str, Profile]) -> P
         msg = f"feature {feature.name!r}: detectors need a numeric feature"
         raise ValueError(msg)
     return profile
-
-
-def _new_clock(settings: MonitorSettings) -> Clock:
-    window = settings.window
-    if window.kind == "time":
-        return TimeClock(window.seconds)
-    return CountClock(window.size)
 
 
 def _rank(rows: npt.NDArray[np.intp], row: int) -> int:

@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from driftstream.core.quality import QualitySettings
+
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 KINDS = (NUMERIC, CATEGORICAL)
@@ -121,6 +123,7 @@ class MonitorSettings:
     )
     compare_previous: bool = False
     category_cap: int = 50
+    quality: QualitySettings | None = field(default_factory=QualitySettings)  # None: no checks
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from driftstream.core.settings import WindowSettings
 from driftstream.core.state import MAX_COUNT, STATE_VERSION, StatePath, StateReader, read_kind
 
 
@@ -201,6 +202,13 @@ class TimeClock:
 
 
 Clock = CountClock | TimeClock
+
+
+def new_clock(window: WindowSettings) -> Clock:
+    """An empty clock for the configured windows."""
+    if window.kind == "time":
+        return TimeClock(window.seconds)
+    return CountClock(window.size)
 
 
 def clock_from_state(state: Mapping[str, Any], at: StatePath | None = None) -> Clock:

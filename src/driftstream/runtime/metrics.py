@@ -236,6 +236,20 @@ class Metrics:
             ["model", "key"],
             registry=registry,
         )
+        self.anomalies_flagged = Counter(
+            "driftstream_anomaly_events_flagged_total",
+            "Prediction events scored over the model's anomaly threshold (anomaly.rate of "
+            "baseline-like traffic), published or not.",
+            ["model"],
+            registry=registry,
+        )
+        self.anomalies_suppressed = Counter(
+            "driftstream_anomaly_events_suppressed_total",
+            "Flagged events not published as anomaly alerts because the model was over "
+            "anomaly.max_per_minute of event time; the next published one counts them.",
+            ["model"],
+            registry=registry,
+        )
         self.series_dropped = Counter(
             "driftstream_metric_series_dropped_total",
             "Statistic values not exported because the model reached its feature cap.",

@@ -17,11 +17,14 @@ from driftstream.config import (
     ConfigError,
     LabelsConfig,
     ModelConfig,
+    anomaly_settings,
     monitor_settings,
     read_baseline,
 )
 from driftstream.contract import FEATURES, LABELS, PREDICTIONS, ROLES  # noqa: F401  (re-exported)
 from driftstream.core import performance
+from driftstream.core.anomaly import AnomalyScorer
+from driftstream.core.anomaly_monitor import AnomalyMonitor, AnomalySettings
 from driftstream.core.baseline import BaselineProfile
 from driftstream.core.keys import WHOLE, KeySettings, MonitorKey
 from driftstream.core.monitor import ModelMonitor
@@ -69,6 +72,16 @@ class ModelSpec:
     segment_min_count: int = 1
     comparison: ComparisonSettings | None = None  # champion vs challenger, when on
     version_baselines: Mapping[str, BaselineProfile] = field(default_factory=dict)
+    anomaly: AnomalySettings | None = None  # None: events are not scored
+    scorer: AnomalyScorer | None = None  # built once from the baseline, with ``anomaly``
+
+    def new_anomaly(self) -> AnomalyMonitor:
+        assert self.anomaly is not None and self.scorer is not None
+        return AnomalyMonitor(self.anomaly, self.scorer)
+
+    def restore_anomaly(self, state: Mapping[str, Any]) -> AnomalyMonitor:
+        assert self.anomaly is not None and self.scorer is not None
+        return AnomalyMonitor.from_state(self.anomaly, self.scorer, state)
 
     def baseline_of(self, key: MonitorKey = WHOLE) -> BaselineProfile:
         """The baseline a monitor is judged against: its version's own, if configured."""
@@ -139,9 +152,33 @@ def load_models(config: Config) -> dict[str, ModelSpec]:
             model.segments.min_count,
             comparison_settings(model_id, model, settings),
             version_baselines(model_id, model, baseline),
+            *anomaly_spec(model_id, model, baseline, settings),
         )
     check_series(config, models)
     return models
+
+
+def anomaly_spec(
+    model_id: str, model: ModelConfig, baseline: BaselineProfile, settings: MonitorSettings
+) -> tuple[AnomalySettings | None, AnomalyScorer | None]:
+    """The anomaly settings and the scorer, calibrated once here (a fraction of a second).
+
+    Only decoded features can be scored: by default the baseline's
+    features the config watches; a feature turned off cannot be named.
+    """
+    anomaly = anomaly_settings(model_id, model, baseline)
+    if anomaly is None:
+        return None, None
+    watched = [f.name for f in settings.features if f.name in baseline.features]
+    columns = anomaly.columns or tuple(watched)
+    off = [name for name in columns if name not in watched]
+    if off:
+        msg = f"models.{model_id}.anomaly.columns: {off} are turned off in features, so not decoded"
+        raise ConfigError(msg)
+    if not columns:
+        return None, None  # nothing to score
+    anomaly = replace(anomaly, columns=columns)
+    return anomaly, AnomalyScorer(baseline, columns, anomaly.rate)
 
 
 def version_baselines(
@@ -305,6 +342,11 @@ def state_name(role: str, model_id: str, key: MonitorKey = WHOLE) -> str:
 def keys_state_name(role: str, model_id: str) -> str:
     """Name of a model's active versions and segment values of one role in a partition unit."""
     return f"keys:{role}:{model_id}"
+
+
+def anomaly_state_name(model_id: str) -> str:
+    """Name of a model's anomaly monitor (rate limit, anomaly-rate windows) in a partition unit."""
+    return f"anomaly:{model_id}"
 
 
 def comparison_state_name(model_id: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import orjson
 
+from driftstream.core.anomaly_monitor import AnomalyMonitor
 from driftstream.core.batch import Batch
 from driftstream.core.comparison import VersionComparison
 from driftstream.core.findings import Finding, Reading
@@ -31,6 +32,7 @@ from driftstream.runtime.decode import ModelBatch
 from driftstream.runtime.models import (
     PREDICTIONS,
     ModelSpec,
+    anomaly_state_name,
     comparison_state_name,
     keys_state_name,
     state_name,
@@ -45,6 +47,7 @@ class Planned:
     plan: Plan
     registry: KeyRegistry | None  # None: the model is not split
     comparison: VersionComparison | None
+    anomaly: AnomalyMonitor | None = None  # prediction events of a model that scores them
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Outcome:
 
     fed: list[Fed]
     comparisons: list[tuple[Planned, list[Finding]]]
+    anomalies: list[tuple[Planned, list[Finding]]]
     touched: dict[str, ModelMonitor]
     deleted: set[str]
     retired: list[tuple[str, str, str]]  # (model, role, version)
@@ -78,6 +82,7 @@ def plan_batches(
     models: Mapping[str, ModelSpec],
     registries: Mapping[str, KeyRegistry],
     comparisons: Mapping[str, VersionComparison],
+    anomalies: Mapping[str, AnomalyMonitor],
 ) -> list[Planned]:
     """Each batch's rows by monitor; registries are copied, never changed in place."""
     planned = []
@@ -93,7 +98,10 @@ def plan_batches(
         comparison = None
         if spec.comparison is not None and batch.role == PREDICTIONS:
             comparison = comparisons[comparison_state_name(batch.model_id)]
-        planned.append(Planned(batch, plan, registry, comparison))
+        anomaly = None
+        if spec.anomaly is not None and batch.role == PREDICTIONS:
+            anomaly = anomalies[anomaly_state_name(batch.model_id)]
+        planned.append(Planned(batch, plan, registry, comparison, anomaly))
     return planned
 
 
@@ -115,7 +123,7 @@ def update(
     models: Mapping[str, ModelSpec],
 ) -> Outcome:
     """Run every plan, run by run; ``monitors`` (the unit's) gains and loses monitors."""
-    outcome = Outcome([], [], {}, set(), [], {}, [])
+    outcome = Outcome([], [], [], {}, set(), [], {}, [])
     runs = max((len(item.plan.runs) for item in planned), default=0)
     found: dict[int, list[Finding]] = {id(item): [] for item in planned}
     for index in range(runs):
@@ -139,6 +147,8 @@ def update(
             outcome.registries[keys_state_name(batch.role, batch.model_id)] = item.registry
         if item.comparison is not None:
             outcome.comparisons.append((item, found[id(item)]))
+        if item.anomaly is not None:
+            outcome.anomalies.append((item, _score(item)))
         for key, count in item.plan.overflow.items():
             if count:
                 outcome.overflow.append((batch.model_id, key, count))
@@ -156,6 +166,9 @@ def states(outcome: Outcome) -> dict[str, bytes]:
         assert item.comparison is not None
         name = comparison_state_name(item.batch.model_id)
         blobs[name] = orjson.dumps(item.comparison.to_state())
+    for item, _ in outcome.anomalies:
+        assert item.anomaly is not None
+        blobs[anomaly_state_name(item.batch.model_id)] = orjson.dumps(item.anomaly.to_state())
     return blobs
 
 
@@ -237,6 +250,13 @@ def _compare(item: Planned, run: Run) -> list[Finding]:
     }
     findings = item.comparison.update(batch.batch.ts[rows], batch.versions[rows], columns)
     return [replace(f, row=f.row + run.start) for f in findings]
+
+
+def _score(item: Planned) -> list[Finding]:
+    """Anomaly findings of a model's prediction events, rows counted in the whole batch."""
+    assert item.anomaly is not None
+    batch = item.batch
+    return item.anomaly.update(batch.batch, event_ids=batch.event_ids, versions=batch.versions)
 
 
 def segment_label(key: MonitorKey) -> str:

@@ -70,6 +70,7 @@ from redis.backoff import AbstractBackoff
 
 from driftstream.config import Config
 from driftstream.contract import UNKNOWN_TOPIC
+from driftstream.core.anomaly_monitor import AnomalyMonitor
 from driftstream.core.comparison import VersionComparison
 from driftstream.core.findings import Finding, Reading
 from driftstream.core.join import JoinState
@@ -86,6 +87,7 @@ from driftstream.runtime.models import (
     LABELS,
     PREDICTIONS,
     ModelSpec,
+    anomaly_state_name,
     comparison_state_name,
     keys_state_name,
 )
@@ -153,6 +155,7 @@ class Prepared:
     retired: list[tuple[str, str, str]] = field(default_factory=list)  # model, role, version
     overflow: list[tuple[str, str, int]] = field(default_factory=list)  # model, key, rows
     registries: dict[str, KeyRegistry] = field(default_factory=dict)  # as of this commit
+    anomalies: list[tuple[str, int, int]] = field(default_factory=list)  # model, flagged, held back
 
 
 @dataclass
@@ -176,6 +179,7 @@ class Unit:
     monitors: dict[str, ModelMonitor] = field(default_factory=dict)
     registries: dict[str, KeyRegistry] = field(default_factory=dict)  # as committed
     comparisons: dict[str, VersionComparison] = field(default_factory=dict)
+    anomalies: dict[str, AnomalyMonitor] = field(default_factory=dict)
     joins: dict[str, bytes | None] = field(default_factory=dict)  # label state blobs, as committed
     memory: dict[str, Memory] = field(default_factory=dict)  # of each join, as last committed
     held: Held | None = None
@@ -556,7 +560,7 @@ class Worker:
         monitor_batches = [b for b in decoded.batches if b.role != LABELS]
         self._load_keys(unit, monitor_batches)
         planned = monitoring.plan_batches(
-            monitor_batches, self.models, unit.registries, unit.comparisons
+            monitor_batches, self.models, unit.registries, unit.comparisons, unit.anomalies
         )
         self._load(unit, monitoring.wanted_monitors(planned))
         joined = self._join(unit, decoded.batches, sources)  # reads Redis: before any update
@@ -565,6 +569,8 @@ class Worker:
             outbox += self._alerts(part.planned.batch, part.findings, sources, part.key)
         for item, findings in done.comparisons:
             outbox += self._comparison_alerts(item.batch, findings, sources)
+        for item, findings in done.anomalies:
+            outbox += self._alerts(item.batch, findings, sources)
         touched = done.touched
         readings = monitoring.readings(done)
         states = monitoring.states(done)
@@ -600,6 +606,7 @@ class Worker:
             done.retired,
             done.overflow,
             done.registries,
+            _anomaly_counts(done),
         )
 
     def _load_routing(self, unit: Unit) -> routing.RoutingState:
@@ -846,7 +853,10 @@ class Worker:
                 wanted[keys_state_name(batch.role, batch.model_id)] = ("keys", batch.model_id)
             if spec.comparison is not None and batch.role == PREDICTIONS:
                 wanted[comparison_state_name(batch.model_id)] = ("compare", batch.model_id)
-        missing = [n for n in wanted if n not in unit.registries and n not in unit.comparisons]
+            if spec.anomaly is not None and batch.role == PREDICTIONS:
+                wanted[anomaly_state_name(batch.model_id)] = ("anomaly", batch.model_id)
+        held = (unit.registries, unit.comparisons, unit.anomalies)
+        missing = [n for n in wanted if not any(n in kept for kept in held)]
         blobs = unit.store.load(missing) if missing else {}
         for name in missing:
             what, model_id = wanted[name]
@@ -859,6 +869,10 @@ class Worker:
                     blob,
                     partial(KeyRegistry.from_state, spec.keys),
                     partial(KeyRegistry, spec.keys),
+                )
+            elif what == "anomaly":
+                unit.anomalies[name] = self._restore(
+                    unit, name, model_id, blob, spec.restore_anomaly, spec.new_anomaly
                 )
             else:
                 assert spec.comparison is not None
@@ -1121,6 +1135,9 @@ class Worker:
             )
         for model_id, key, rows in prepared.overflow:
             self.metrics.segment_overflow.labels(model=model_id, key=key).inc(rows)
+        for model_id, flagged, held_back in prepared.anomalies:
+            self.metrics.anomalies_flagged.labels(model=model_id).inc(flagged)
+            self.metrics.anomalies_suppressed.labels(model=model_id).inc(held_back)
 
     def _relay(self, retry: bool = False) -> None:
         """Publish outboxes with something to send; Kafka failures back off, Redis ones pause."""
@@ -1358,3 +1375,13 @@ def _finite(value: float | None) -> float | None:
 def _next_offsets(records: Sequence[Record]) -> dict[str, int]:
     # Offsets rise within a topic-partition, so the last record of each topic wins.
     return {record.topic: record.offset + 1 for record in records}
+
+
+def _anomaly_counts(done: monitoring.Outcome) -> list[tuple[str, int, int]]:
+    """Per model: events flagged as anomalies, and those the rate limit held back."""
+    counts = []
+    for item, _ in done.anomalies:
+        anomaly = item.anomaly
+        assert anomaly is not None
+        counts.append((item.batch.model_id, anomaly.last_flagged, anomaly.last_suppressed))
+    return counts
