@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,8 +138,17 @@ def test_csv_and_parquet_give_the_same_profile(training_data, tmp_path):
             )
             == 0
         )
-        profiles.append(json.loads(out.read_bytes()) | {"created_from": ""})
+        profiles.append(json.loads(out.read_bytes()) | {"created_from": "", "created_at": None})
     assert profiles[0] == profiles[1]
+
+
+def test_baseline_records_when_it_was_built(training_data, tmp_path):
+    out = tmp_path / "b.json"
+    before = time.time()
+    args = ["baseline", "--data", str(training_data / "train.csv"), "--model-id", "m"]
+    assert main([*args, "--out", str(out)]) == 0
+    created = load_baseline(out.read_bytes()).created_at
+    assert created is not None and before <= created <= time.time()
 
 
 def test_kind_override_and_bad_inputs(training_data, tmp_path, capsys):

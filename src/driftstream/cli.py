@@ -327,7 +327,8 @@ def _add_baseline(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         description=(
             "Profile training data into a versioned JSON baseline: quantile bins for "
             "numeric features, top-K frequencies for categorical ones, null rates, and "
-            "the prediction/score distribution. Live traffic is compared with it."
+            "the prediction/score distribution. Live traffic is compared with it. The "
+            "baseline records when it was built (created_at), for the model-age check."
         ),
     )
     parser.add_argument(
@@ -410,6 +411,8 @@ def run_baseline(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         task=args.task,
         positive=args.positive,
+        # The model-age check (quality.max_model_age_days) reads it.
+        created_at=time.time(),
     )
     elapsed = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)

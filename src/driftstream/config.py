@@ -17,11 +17,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from driftstream.contract import MAX_LABEL_BYTES
+from driftstream.contract import MAX_LABEL_BYTES, REASONS
 from driftstream.core import stats
 from driftstream.core.anomaly import MAX_RATE
 from driftstream.core.anomaly_monitor import AnomalySettings
 from driftstream.core.baseline import BaselineProfile, load_baseline
+from driftstream.core.budget import Budget
+from driftstream.core.dead_letter_rate import DeadLetterSettings
+from driftstream.core.freshness import FreshnessSettings
 from driftstream.core.monitor import default_feature_settings, kind_of, profiles_of
 from driftstream.core.quality import QualitySettings
 from driftstream.core.settings import (
@@ -33,6 +36,7 @@ from driftstream.core.settings import (
     StatisticSetting,
     WindowSettings,
 )
+from driftstream.core.state import MAX_COUNT
 
 CONFIG_VERSION = 1
 
@@ -202,6 +206,41 @@ class QualityConfig(Frozen):
         default=QualitySettings.new_category_min_excess, ge=0, lt=1
     )
     stuck_min_count: int = Field(default=QualitySettings.stuck_min_count, ge=2)
+    # Checks of a model's stream as a whole (defaults and rationale:
+    # ``core.freshness`` and ``core.dead_letter_rate``); null turns a
+    # freshness check off.
+    max_silence_seconds: float | None = Field(
+        default=FreshnessSettings.max_silence_seconds, gt=0, allow_inf_nan=False
+    )
+    max_model_age_days: float | None = Field(
+        default=FreshnessSettings.max_model_age_days, gt=0, allow_inf_nan=False
+    )
+    max_dead_letter_share: float = Field(default=DeadLetterSettings.max_share, gt=0, lt=1)
+    dead_letter_window: int = Field(default=DeadLetterSettings.window, ge=1, le=MAX_COUNT)
+
+    @field_validator("dead_letter_window")
+    @classmethod
+    def _judgeable_window(cls, window: int) -> int:
+        DeadLetterSettings(reasons=REASONS, window=window)  # too small a window: ValueError
+        return window
+
+    def freshness(self) -> FreshnessSettings | None:
+        """The silence and model-age limits; None when both checks are off."""
+        silence, age = self.max_silence_seconds, self.max_model_age_days
+        if not self.enabled or (silence is None and age is None):
+            return None
+        return FreshnessSettings(max_silence_seconds=silence, max_model_age_days=age)
+
+    def dead_letters(self, episodes: EpisodeSettings) -> DeadLetterSettings | None:
+        """The dead-letter share check, its episodes as the model's others; None when off."""
+        if not self.enabled:
+            return None
+        return DeadLetterSettings(
+            reasons=REASONS,
+            max_share=self.max_dead_letter_share,
+            window=self.dead_letter_window,
+            episodes=episodes,
+        )
 
 
 class AnomalyConfig(Frozen):
@@ -427,6 +466,16 @@ class LimitsConfig(Frozen):
     max_features: int = Field(default=256, ge=1)
 
 
+class AlertsConfig(Frozen):
+    """What all models' alerts share."""
+
+    # Expected false alarms per model and day, spread over its windowed tests
+    # (core/budget.py); null: fixed thresholds only.
+    false_alarms_per_day: float | None = Field(
+        default=Budget.false_alarms_per_day, gt=0, allow_inf_nan=False
+    )
+
+
 class Config(Frozen):
     version: Literal[1] = 1
     models: dict[str, ModelConfig] = Field(min_length=1)
@@ -434,6 +483,7 @@ class Config(Frozen):
     redis: RedisConfig = RedisConfig()
     metrics: MetricsConfig = MetricsConfig()
     limits: LimitsConfig = LimitsConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -542,9 +592,12 @@ def monitor_settings(
 
 
 def quality_settings(quality: QualityConfig) -> QualitySettings | None:
+    """The window checks' settings (the stream's own checks: ``QualityConfig`` builds them)."""
     if not quality.enabled:
         return None
-    return QualitySettings(**quality.model_dump(exclude={"enabled"}))
+    streams = {"max_silence_seconds", "max_model_age_days"}
+    streams |= {"max_dead_letter_share", "dead_letter_window"}
+    return QualitySettings(**quality.model_dump(exclude={"enabled", *streams}))
 
 
 def anomaly_settings(

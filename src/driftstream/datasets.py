@@ -85,8 +85,12 @@ def build_profile_from_file(
     top_k: int = 50,
     task: str | None = None,
     positive: str | None = None,
+    created_at: float | None = None,
 ) -> BaselineProfile:
-    """Read ``path`` and build its baseline; ``created_from`` is the file name."""
+    """Read ``path`` and build its baseline; ``created_from`` is the file name.
+
+    ``created_at`` (epoch seconds) is recorded as given: the caller reads the clock.
+    """
     path = Path(path)
     columns = read_table(path)
     try:
@@ -100,6 +104,7 @@ def build_profile_from_file(
             bins=bins,
             top_k=top_k,
             created_from=path.name,
+            created_at=created_at,
             task=task,
             positive=positive,
         )

@@ -356,6 +356,7 @@ def test_to_json_is_byte_deterministic() -> None:
         "schema_version",
         "model_id",
         "created_from",
+        "created_at",
         "n_rows",
         "features",
         "prediction",
@@ -372,6 +373,7 @@ def test_profile_dict_layout() -> None:
         "schema_version": 1,
         "model_id": "m",
         "created_from": "t.csv",
+        "created_at": None,
         "n_rows": 4,
         "features": {
             "x": {
@@ -550,6 +552,44 @@ def test_baselines_without_performance_still_load() -> None:
     assert BaselineProfile.from_dict(data).performance is None
     data["performance"] = None
     assert BaselineProfile.from_dict(data).performance is None
+
+
+def test_created_at_is_recorded_as_given_and_round_trips() -> None:
+    columns = {"x": np.array([1.0, 2.0, 3.0, 4.0])}
+    assert build_profile(columns, model_id="m").created_at is None  # the core reads no clock
+    profile = build_profile(columns, model_id="m", created_at=1_767_225_600.5)
+    assert profile.created_at == 1_767_225_600.5
+    assert json.loads(profile.to_json())["created_at"] == 1_767_225_600.5
+    assert BaselineProfile.from_json(profile.to_json()) == profile
+    assert load_baseline(profile.to_json()).created_at == 1_767_225_600.5
+    schema = load_schema()
+    assert conforms(schema, schema, json.loads(profile.to_json()))
+    for bad in (-1.0, math.inf, math.nan, True, "2026-01-01"):
+        with pytest.raises(BaselineError, match="created_at must be a finite number >= 0"):
+            build_profile(columns, model_id="m", created_at=bad)  # type: ignore[arg-type]
+
+
+def test_baselines_without_created_at_still_load() -> None:
+    data = sample_profile().to_dict()
+    del data["created_at"]  # written before the creation time was recorded
+    assert BaselineProfile.from_dict(data).created_at is None
+    data["created_at"] = 1000
+    assert BaselineProfile.from_dict(data).created_at == 1000.0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("yesterday", "'created_at' must be a number or null, got string"),
+        (False, "'created_at' must be a number or null, got boolean"),
+        (-5, "'created_at' must be finite and >= 0, got -5"),
+    ],
+)
+def test_a_bad_created_at_is_refused_naming_the_key(value: Any, message: str) -> None:
+    data = sample_profile().to_dict()
+    data["created_at"] = value
+    with pytest.raises(BaselineError, match=message):
+        BaselineProfile.from_dict(data)
 
 
 def test_performance_needs_both_target_and_prediction() -> None:

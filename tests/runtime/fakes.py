@@ -296,12 +296,14 @@ def fake_config(
     labels=None,
     baseline=None,
     model_options=None,
+    others=None,
 ):
     """A config for the fake broker: fixed topic names, a key prefix of its own.
 
     ``labels`` is the model's labels section; ``baseline`` a profile to use
     instead of the fraud model's; ``model_options`` more keys of the model's
-    section (``versions``, ``segments``, ...).
+    section (``versions``, ``segments``, ...). ``others`` adds models: each
+    a baseline profile, or a (profile, more keys of its section) pair.
     """
     from driftstream.config import parse_config
 
@@ -313,9 +315,15 @@ def fake_config(
     if labels is not None:
         model["labels"] = labels
     model.update(model_options or {})
+    models = {model_id: model}
+    for other_id, other in (others or {}).items():
+        profile, options = other if isinstance(other, tuple) else (other, {})
+        path = tmp_path / f"{prefix}-{other_id}-baseline.json"
+        path.write_bytes(profile.to_json())
+        models[other_id] = {"baseline": str(path), "window": {"size": window}, **options}
     config = parse_config(
         {
-            "models": {model_id: model},
+            "models": models,
             "kafka": {
                 "client": {"bootstrap.servers": "fake:9092"},
                 "group_id": f"{prefix}-group",
@@ -368,6 +376,33 @@ def fake_worker(config, broker, client, **options):
         producer_factory=lambda settings: FakeProducer(broker, settings),
         **options,
     )
+
+
+def run_stopping(config, broker, client, total, stops=()):
+    """Run workers until ``total`` records are committed, replacing the worker at each of ``stops``.
+
+    Each worker closes cleanly before the next starts, as a restart would.
+    Returns every worker's metrics, in order.
+    """
+    done, metrics = 0, []
+    for limit in (*stops, total):
+        worker = fake_worker(config, broker, client)
+        worker.start()
+        for _ in range(2000):
+            if done + worker.processed >= limit:
+                break
+            worker.step()
+        assert worker.close()
+        done += worker.processed
+        metrics.append(worker.metrics)
+    return metrics
+
+
+def published(config, broker):
+    """The alert events on the alerts topic, decoded."""
+    import orjson
+
+    return [orjson.loads(m.value()) for m in broker.messages(config.kafka.topics.alerts)]
 
 
 _BASELINE = []

@@ -21,6 +21,44 @@ START_TS = 1_767_225_600.0
 DRIFTED = ("amount", "country")
 
 
+def fraud_profile(model_id="fraud-detector", created_at=None):
+    """The fraud model's baseline, from 20,000 rows of ``synthetic.frame``, under ``model_id``."""
+    return build_profile(
+        frame(20_000, seed=1),
+        model_id=model_id,
+        prediction="prediction",
+        score="score",
+        target="label",
+        positive="fraud",
+        created_at=created_at,
+    )
+
+
+def prediction_events(model_id, times, seed, fault=lambda row, features: None):
+    """(ts, model, value) of one model's prediction events at ``times`` (seconds from START_TS).
+
+    ``fault(row, features)`` may break an event's features in place; event
+    ids are ``<model_id>-<row>``.
+    """
+    data = frame(len(times), seed)
+    rows = feature_rows(data)
+    found = []
+    for row, at in enumerate(times):
+        features = rows[row]
+        fault(row, features)
+        event = {
+            "event_id": f"{model_id}-{row}",
+            "model_id": model_id,
+            "model_version": "v1",
+            "ts": START_TS + at,
+            "features": features,
+            "prediction": data["prediction"][row],
+            "score": float(data["score"][row]),
+        }
+        found.append((START_TS + at, model_id, orjson.dumps(event)))
+    return found
+
+
 def write_config(
     tmp_path,
     bootstrap,
@@ -40,17 +78,8 @@ def write_config(
     """
     baselines = tmp_path / "baselines"
     baselines.mkdir(exist_ok=True)
-    data = frame(20_000, seed=1)
     for model_id in models:
-        profile = build_profile(
-            data,
-            model_id=model_id,
-            prediction="prediction",
-            score="score",
-            target="label",
-            positive="fraud",
-        )
-        (baselines / f"{model_id}.json").write_bytes(profile.to_json())
+        (baselines / f"{model_id}.json").write_bytes(fraud_profile(model_id).to_json())
     document = {
         "models": {
             m: {
@@ -305,7 +334,7 @@ def killed_run(bootstrap, redis_url, path, config, total, alerts, shares=(0.15, 
         worker = WorkerProcess(path)
         wait_for(
             lambda share=share: committed(redis_url, prefix, group) >= share * total,
-            60,
+            120,  # a liveness bound: startup and catch-up on a busy 2-core machine
             f"{share:.0%} committed",
         )
         worker.kill()

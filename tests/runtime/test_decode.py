@@ -1037,3 +1037,62 @@ def test_any_mix_of_models_decodes_as_each_model_alone(drawn, chunk):
     dead.sort(key=lambda letter: (letter[0].topic, letter[0].partition, letter[0].offset))
     assert [(d.record, d.reason, d.detail) for d in out.dead] == dead
     assert_accounted(records, out)
+
+
+# --- what dead letters and unknown feature names tell about their model ----------
+
+
+def test_dead_letters_name_their_model_when_it_is_known():
+    price = {**event(model_id="price", prediction=3.5), "features": {"sqft": "big"}}
+    records = numbered(
+        event(features={"amount": "a lot", "age": 1, "country": "DE", "vip": True}),
+        event(ts="yesterday"),
+        price,
+        event(model_id="nobody"),
+        event(),
+        b"{oops",
+        event(model_id=7),
+    )
+    records[2] = records[2]._replace(key=b"price")
+    records[4] = records[4]._replace(key=b"price")
+    out = decode(records)
+    assert [(d.record.offset, d.reason, d.model_id) for d in out.dead] == [
+        (0, "wrong_type", "fraud"),
+        (1, "bad_timestamp", "fraud"),
+        (2, "wrong_type", "price"),
+        (3, "unknown_model", ""),
+        (4, "key_mismatch", "fraud"),
+        (5, "malformed_json", ""),
+        (6, "wrong_type", ""),
+    ]
+
+
+def test_unknown_feature_names_are_counted_per_model():
+    extra = {"amount": 1.0, "age": 2, "country": "DE", "vip": True, "new_a": 1, "new_b": 2}
+    price = {**event(model_id="price", prediction=3.5), "features": {"sqft": 1, "new_a": 0}}
+    same_layout = [record(event(features=extra), offset=i) for i in range(4)]
+    out = decode(same_layout)
+    assert {m: (u.count, list(u.names)) for m, u in out.unknown_features.items()} == {
+        "fraud": (8, ["new_a", "new_b"])
+    }
+    mixed = [
+        *same_layout[:2],
+        record(event(), offset=2),
+        record(price, offset=3, key=b"price"),
+        record(event(features={"amount": "wrong", "other": 1}), offset=4),  # dead, still counted
+    ]
+    out = decode(mixed)
+    found = {m: (u.count, sorted(u.names)) for m, u in out.unknown_features.items()}
+    assert found == {"fraud": (5, ["new_a", "new_b", "other"]), "price": (1, ["new_a"])}
+    assert decode(numbered(event(), event())).unknown_features == {}
+
+
+def test_unknown_feature_names_kept_are_capped_and_turned_off_features_are_known():
+    features = {f"f{i}": i for i in range(10)} | {"amount": 1.0}
+    out = decode(numbered(event(features=features)), max_features=4)
+    assert out.dead[0].reason == "too_many_features"
+    unknown = out.unknown_features["fraud"]
+    assert unknown.count == 10 and len(unknown.names) == 4
+    quiet = Decoder({"fraud": replace(FRAUD, ignored=("f0", "f1"))}, ROLES)
+    counted = quiet.decode(numbered(event(features={"amount": 1.0, "f0": 0, "f1": 1, "f2": 2})))
+    assert list(counted.unknown_features["fraud"].names) == ["f2"]

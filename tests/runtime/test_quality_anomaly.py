@@ -11,15 +11,13 @@ worker changes none of it.
 import uuid
 from collections import Counter
 
-import orjson
 import pytest
 import redis
-from fakes import fake_broker, fake_config, fake_worker
-from pipeline import START_TS
+from fakes import fake_broker, fake_config, published, run_stopping
+from pipeline import START_TS, prediction_events
 
 from driftstream.config import ConfigError
 from driftstream.runtime.models import load_models
-from driftstream.synthetic import feature_rows, frame
 
 MODEL = "fraud-detector"
 KEY = MODEL.encode()
@@ -28,24 +26,10 @@ WINDOW = 2000
 
 
 def traffic(n, seed, fault=lambda row, features: None):
-    """Clean prediction events, each passed through ``fault`` to break it in place."""
-    data = frame(n, seed)
-    rows = feature_rows(data)
-    values = []
-    for row in range(n):
-        features = rows[row]
-        fault(row, features)
-        event = {
-            "event_id": f"e{row}",
-            "model_id": MODEL,
-            "model_version": "v1",
-            "ts": START_TS + row * STEP,
-            "features": features,
-            "prediction": data["prediction"][row],
-            "score": float(data["score"][row]),
-        }
-        values.append(orjson.dumps(event))
-    return values
+    """Prediction events one STEP apart, each passed through ``fault`` to break it in place."""
+    return [
+        value for _, _, value in prediction_events(MODEL, [STEP * i for i in range(n)], seed, fault)
+    ]
 
 
 def run(tmp_path, redis_url, values, options=None, stops=()):
@@ -56,18 +40,8 @@ def run(tmp_path, redis_url, values, options=None, stops=()):
     for value in values:
         broker.append(config.kafka.topics.predictions, 0, KEY, value)
     client = redis.Redis.from_url(redis_url)
-    done, metrics = 0, []
-    for limit in (*stops, len(values)):
-        worker = fake_worker(config, broker, client)
-        worker.start()
-        for _ in range(2000):
-            if done + worker.processed >= limit:
-                break
-            worker.step()
-        assert worker.close()
-        done += worker.processed
-        metrics.append(worker.metrics)
-    alerts = [orjson.loads(m.value()) for m in broker.messages(config.kafka.topics.alerts)]
+    metrics = run_stopping(config, broker, client, len(values), stops)
+    alerts = published(config, broker)
     return alerts, metrics
 
 
@@ -142,13 +116,13 @@ def test_outliers_become_rate_limited_anomaly_events(tmp_path, redis_url, stops)
     anomalies = [a for a in alerts if a["kind"] == "anomaly"]
     # a burst of 5 goes out at once; the 35 after it within the minute are held back
     published = [*OUTLIERS[:5], 12_000]
-    assert [a["details"]["event_id"] for a in anomalies] == [f"e{row}" for row in published]
+    assert [a["details"]["event_id"] for a in anomalies] == [f"{MODEL}-{row}" for row in published]
     assert [a["details"]["suppressed"] for a in anomalies] == [0, 0, 0, 0, 0, 35]
     for alert in anomalies:
         assert alert["feature"] == "amount"
         assert alert["details"]["top_features"][0]["feature"] == "amount"
         assert alert["value"] > alert["threshold"]
-        assert alert["source"]["offset"] == int(alert["details"]["event_id"][1:])
+        assert alert["details"]["event_id"] == f"{MODEL}-{alert['source']['offset']}"
     assert counter(metrics, "driftstream_anomaly_events_flagged_total") == len(OUTLIERS)
     assert counter(metrics, "driftstream_anomaly_events_suppressed_total") == 35
 

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 import redis
-from fakes import fake_broker, fake_config, fake_worker
+from fakes import fake_broker, fake_config, published, run_stopping
 from pipeline import START_TS, first_difference, snapshot
 
 from driftstream.config import ConfigError, parse_config
@@ -55,17 +55,8 @@ def run(tmp_path, redis_url, values, options, stops=()):
     for value in values:
         broker.append(config.kafka.topics.predictions, 0, KEY, value)
     client = redis.Redis.from_url(redis_url)
-    done = 0
-    for limit in (*stops, len(values)):
-        worker = fake_worker(config, broker, client)
-        worker.start()
-        for _ in range(2000):
-            if done + worker.processed >= limit:
-                break
-            worker.step()
-        assert worker.close()
-        done += worker.processed
-    alerts = [orjson.loads(m.value()) for m in broker.messages(config.kafka.topics.alerts)]
+    run_stopping(config, broker, client, len(values), stops)
+    alerts = published(config, broker)
     state = snapshot(redis_url, config.redis.key_prefix, config.kafka.group_id)
     return alerts, state, config
 

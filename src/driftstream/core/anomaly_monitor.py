@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ import numpy.typing as npt
 
 from driftstream.core.anomaly import MAX_RATE, AnomalyScorer, TokenBucket
 from driftstream.core.batch import Batch
+from driftstream.core.budget import Budget
 from driftstream.core.episodes import WindowEpisodes
 from driftstream.core.findings import BASELINE, DRIFT, RESOLVED, Finding
 from driftstream.core.quality import QUALITY, QualitySettings, binomial_excess, quality_finding
@@ -92,6 +93,8 @@ class AnomalySettings:
     min_factor: float = 10.0
     watch_rate: bool = True  # the anomaly_rate quality check (off with the quality checks)
     false_alarm: float = QualitySettings.false_alarm
+    budget: Budget | None = None  # the model's false-alarm budget, shared over budget_tests
+    budget_tests: int = 1
     window: WindowSettings = field(default_factory=WindowSettings)
     episodes: EpisodeSettings = field(default_factory=EpisodeSettings)
 
@@ -200,13 +203,18 @@ class AnomalyMonitor:
         if not self.settings.watch_rate or bounds.count < self.settings.window.min_count:
             return []
         rate = self.settings.rate
+        quality, budget = self.quality, self.settings.budget
+        if budget is not None:
+            level = budget.level(self.settings.budget_tests, bounds.end - bounds.start)
+            if level < quality.false_alarm:
+                quality = replace(quality, false_alarm=level)
         result = binomial_excess(
             ANOMALY_RATE,
             self.flagged,
             bounds.count,
             rate,
             (self.settings.min_factor - 1.0) * rate,
-            self.quality,
+            quality,
         )
         if not result.applicable:
             return []

@@ -202,13 +202,19 @@ class BaselinePerformance:
 class BaselineProfile:
     """The baseline of one model: its features and, if known, its outputs.
 
-    ``created_from`` says where the data came from (a file name, say). There is
-    deliberately no timestamp, so the same data always gives the same bytes.
+    ``created_from`` says where the data came from (a file name, say).
+    ``created_at`` is when the baseline was built (epoch seconds), or None
+    when unknown: the core reads no clock, so :func:`build_profile` leaves it
+    None unless told, and the same data always gives the same bytes; the
+    ``driftstream baseline`` command stamps the wall clock. The freshness
+    check (``core/freshness.py``) judges a baseline's age by it, and skips
+    baselines without one (those written before it existed).
     """
 
     model_id: str
     schema_version: int = SCHEMA_VERSION
     created_from: str = ""
+    created_at: float | None = None
     n_rows: int
     features: Mapping[str, ColumnProfile]
     prediction: ColumnProfile | None = None
@@ -221,6 +227,7 @@ class BaselineProfile:
             "schema_version": self.schema_version,
             "model_id": self.model_id,
             "created_from": self.created_from,
+            "created_at": self.created_at,
             "n_rows": self.n_rows,
             "features": {name: profile.to_dict() for name, profile in self.features.items()},
             "prediction": _optional_dict(self.prediction),
@@ -244,6 +251,8 @@ class BaselineProfile:
             model_id=_model_id(root),
             schema_version=SCHEMA_VERSION,
             created_from=_str(root, "created_from", ""),
+            # Optional: baselines written before it was recorded lack it.
+            created_at=_created_at(root),
             n_rows=n_rows,
             features=_features_from_dict(root, n_rows),
             prediction=_role_from_dict(root, "prediction", n_rows),
@@ -319,6 +328,7 @@ def build_profile(
     bins: int = 20,
     top_k: int = 50,
     created_from: str = "",
+    created_at: float | None = None,
     task: str | None = None,
     positive: str | None = None,
 ) -> BaselineProfile:
@@ -335,8 +345,13 @@ def build_profile(
     for a numeric target, classification otherwise, unless given; the
     ``positive`` class defaults, for two classes, to "1" or "true" if one of
     them is present.
+
+    ``created_at`` (epoch seconds, finite and >= 0) is recorded as given:
+    the caller reads the clock, if it wants the time in the profile.
     """
     _check_settings(model_id, bins, top_k)
+    if created_at is not None:
+        created_at = _as_created_at(created_at, "created_at must be a finite number >= 0")
     n_rows = _row_count(columns)
     roles = _roles(columns, target=target, prediction=prediction, score=score)
     chosen = _kinds(columns, kinds, score)
@@ -353,6 +368,7 @@ def build_profile(
     return BaselineProfile(
         model_id=model_id,
         created_from=created_from,
+        created_at=created_at,
         n_rows=n_rows,
         features=features,
         prediction=None if prediction is None else profile(prediction),
@@ -556,7 +572,7 @@ def _optional_dict(profile: ColumnProfile | None) -> dict[str, Any] | None:
 # --- loading ------------------------------------------------------------------
 
 _PROFILE_KEYS = frozenset(
-    {"schema_version", "model_id", "created_from", "n_rows", "features"}
+    {"schema_version", "model_id", "created_from", "created_at", "n_rows", "features"}
     | {"prediction", "score", "target", "performance"}
 )
 _NUMERIC_KEYS = frozenset(NumericProfile.__dataclass_fields__) | {"kind"}
@@ -582,6 +598,24 @@ def _model_id(root: Mapping[str, Any]) -> str:
         msg = "baseline key 'model_id' must not be empty"
         raise BaselineError(msg)
     return model_id
+
+
+def _created_at(root: Mapping[str, Any]) -> float | None:
+    key = "created_at"
+    value = root.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong_type(key, "a number or null", value)
+    return _as_created_at(value, "baseline key 'created_at' must be finite and >= 0")
+
+
+def _as_created_at(value: float, problem: str) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (math.isfinite(value) and value >= 0):
+        msg = f"{problem}, got {value!r}"
+        raise BaselineError(msg)
+    return float(value)
 
 
 def _features_from_dict(root: Mapping[str, Any], n_rows: int) -> dict[str, ColumnProfile]:

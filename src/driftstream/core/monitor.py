@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,10 +46,17 @@ import numpy.typing as npt
 from driftstream.core import stats
 from driftstream.core.baseline import BaselineProfile, CategoricalProfile, NumericProfile
 from driftstream.core.batch import Batch
+from driftstream.core.budget import critical_value
 from driftstream.core.detectors import ADWIN, PageHinkley, update_adwins, update_page_hinkleys
 from driftstream.core.episodes import DetectorEpisodes, WindowEpisodes
 from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, RESOLVED, Finding, Reading
-from driftstream.core.quality import QUALITY, count_outside, judge_quality, quality_finding
+from driftstream.core.quality import (
+    CHECKS_PER_COLUMN,
+    QUALITY,
+    count_outside,
+    judge_quality,
+    quality_finding,
+)
 from driftstream.core.settings import (
     ADWIN as ADWIN_NAME,
 )
@@ -121,6 +128,17 @@ def default_feature_settings(name: str, kind: str) -> FeatureSettings:
     return FeatureSettings(name, kind, statistics, detectors)
 
 
+def window_tests(settings: MonitorSettings) -> int:
+    """The tests each window runs across every monitor sharing the budget (worst case).
+
+    Per column: one significance gate per reference (however many
+    statistics it gates) and the quality checks; times ``budget_monitors``.
+    """
+    references = 2 if settings.compare_previous else 1
+    per_column = references + (CHECKS_PER_COLUMN if settings.quality is not None else 0)
+    return max(per_column * len(settings.features), 1) * settings.budget_monitors
+
+
 def settings_from_baseline(baseline: BaselineProfile, **overrides: Any) -> MonitorSettings:
     """Settings that watch every column of ``baseline`` with the defaults."""
     features = tuple(
@@ -154,6 +172,26 @@ class FeatureWatch:
             self.outside += count_outside(values, self.profile)
         else:
             self.sketch.update(values)
+
+    def significant(self, reference: str, level: float | None) -> bool:
+        """Whether the window differs from ``reference`` beyond noise at ``level`` (the gate).
+
+        Numeric columns test the binned KS statistic, categorical ones the
+        largest share difference, against their tail bounds (``core.budget``).
+        Without a level (no budget) every window passes.
+        """
+        if level is None:
+            return True
+        if reference == BASELINE:
+            expected, other = self._baseline_vector(), self.profile.count
+        else:
+            assert self.previous is not None
+            expected, other = counts_of(self.profile, self.previous), self.previous.count
+        current = counts_of(self.profile, self.sketch)
+        test = "ks" if isinstance(self.profile, NumericProfile) else "linf"
+        value = stats.compute(test, expected, current)
+        floor = critical_value(test, level, n=self.sketch.count, reference=other, bins=len(current))
+        return value >= floor
 
     def references(self, with_previous: bool) -> list[str]:
         """What the open window is compared with: the baseline, maybe the last window."""
@@ -415,17 +453,23 @@ class ModelMonitor:
     def _close_window(self, batch: Batch, trigger: int) -> list[Finding]:
         bounds = self.clock.close()
         min_count = self.settings.window.min_count
+        budget = self.settings.budget
+        span = bounds.end - bounds.start
+        level = None if budget is None else budget.level(window_tests(self.settings), span)
         findings = []
         for watch in self.watches.values():
             if bounds.count >= min_count:
-                findings += self._judge(watch, bounds, batch, trigger)
-                findings += self._judge_quality(watch, bounds, batch, trigger)
+                findings += self._judge(watch, bounds, batch, trigger, level)
+                findings += self._judge_quality(watch, bounds, batch, trigger, level)
             watch.roll(min_count, self.settings.compare_previous)
         return findings
 
-    def _judge(self, watch: FeatureWatch, bounds: Bounds, batch: Batch, row: int) -> list[Finding]:
+    def _judge(
+        self, watch: FeatureWatch, bounds: Bounds, batch: Batch, row: int, level: float | None
+    ) -> list[Finding]:
         findings = []
         for reference in watch.references(self.settings.compare_previous):
+            noise = not watch.significant(reference, level)
             for setting in watch.feature.statistics:
                 value = watch.statistic(setting.name, reference)
                 self.last_values[(watch.feature.name, setting.name, reference)] = value
@@ -443,8 +487,10 @@ class ModelMonitor:
                 )
                 info = stats.STATISTICS[setting.name]
                 key = f"{watch.feature.name}|{setting.name}|{reference}"
+                # A window within noise of its reference counts as calm, whatever its value.
+                observed = value if not noise else (0.0 if info.higher_is_drift else 1.0)
                 kind = self.window_episodes.observe(
-                    key, value, setting.threshold, info.higher_is_drift
+                    key, observed, setting.threshold, info.higher_is_drift
                 )
                 if kind is not None:
                     severity = "info"
@@ -472,18 +518,22 @@ class ModelMonitor:
         return findings
 
     def _judge_quality(
-        self, watch: FeatureWatch, bounds: Bounds, batch: Batch, row: int
+        self, watch: FeatureWatch, bounds: Bounds, batch: Batch, row: int, level: float | None
     ) -> list[Finding]:
         """The data-quality checks of one column's closed window, through the same hysteresis.
 
         A check's episode opens on a failed window and resolves after
         ``resolve_windows`` clean ones, so a column that stays broken pages once.
+        The budget's level, when stricter, replaces ``quality.false_alarm``.
         """
-        if self.settings.quality is None:
+        quality = self.settings.quality
+        if quality is None:
             return []
+        if level is not None and level < quality.false_alarm:
+            quality = replace(quality, false_alarm=level)
         findings = []
         outside = watch.outside if isinstance(watch.sketch, NumericSketch) else None
-        results = judge_quality(watch.sketch, watch.profile, self.settings.quality, outside=outside)
+        results = judge_quality(watch.sketch, watch.profile, quality, outside=outside)
         for result in results:
             key = f"{watch.feature.name}|{QUALITY}|{result.check}"
             opened = self.window_episodes.observe(

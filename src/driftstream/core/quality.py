@@ -63,6 +63,8 @@ OUT_OF_RANGE = "out_of_range"
 NEW_CATEGORY = "new_category"
 STUCK = "stuck"
 CHECKS = (MISSING, OUT_OF_RANGE, NEW_CATEGORY, STUCK)
+CHECKS_PER_COLUMN = 3
+"""Checks one column's window runs at most (missing, out_of_range or new_category, stuck)."""
 
 Profile = NumericProfile | CategoricalProfile
 Sketch = NumericSketch | CategorySketch

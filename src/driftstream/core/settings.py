@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from driftstream.core.budget import Budget
 from driftstream.core.quality import QualitySettings
 
 NUMERIC = "numeric"
@@ -124,6 +125,10 @@ class MonitorSettings:
     compare_previous: bool = False
     category_cap: int = 50
     quality: QualitySettings | None = field(default_factory=QualitySettings)  # None: no checks
+    # The model's false-alarm budget (None: fixed thresholds only), and how
+    # many monitors share it at most (versions x segment values x roles).
+    budget: Budget | None = None
+    budget_monitors: int = 1
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,12 @@ Decisions the contract leaves open:
   not limited.
 - Unknown top-level fields and unknown feature names are ignored: the
   baseline defines what is watched. Configured features an event lacks are
-  missing values (NaN / ``None``).
+  missing values (NaN / ``None``). Feature names the model's baseline does
+  not have are counted per model (``Decoded.unknown_features``, at most
+  ``max_features`` distinct names kept): a chunk whose events share one key
+  layout (the usual case, checked anyway) costs one look at that layout;
+  other chunks, one set difference per event, and only when the chunk holds
+  an unknown name at all.
 - A prediction or score the baseline does not profile is still validated,
   but no column is built for it. Feature events carry no prediction or score
   columns; ``prediction`` and ``score`` fields on one are ignored.
@@ -72,7 +77,7 @@ import gc
 import json
 import math
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, repeat
@@ -125,6 +130,7 @@ _VALUE = attrgetter("value")
 _OFFSET = attrgetter("offset")
 _MODEL_ID = itemgetter("model_id")
 _UNPARSED = object()
+_ASK = object()  # _fields: find the layout out
 
 _NULL: type = type(None)
 _STR: frozenset[type] = frozenset({str})
@@ -168,11 +174,38 @@ class Record(NamedTuple):
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A record that cannot be used; ``reason`` is one of ``REASONS``."""
+    """A record that cannot be used; ``reason`` is one of ``REASONS``.
+
+    ``model_id`` names the configured model the event belongs to, when that
+    is known: for ``key_mismatch`` and for every reason found after the
+    event named a configured model (a bad field, type, time or size). It is
+    empty for ``unknown_model`` (the id is anyone's guess) and for records
+    refused before their model could be read.
+    """
 
     record: Record
     reason: str
     detail: str
+    model_id: str = ""
+
+
+@dataclass
+class UnknownFeatures:
+    """Feature values under names a model's baseline does not have.
+
+    ``count`` counts each such value (an event with two unknown names counts
+    twice); ``names`` keeps the first distinct names seen, up to a cap.
+    """
+
+    count: int = 0
+    names: dict[str, None] = field(default_factory=dict)
+
+    def add(self, names: Iterable[str], count: int, cap: int) -> None:
+        self.count += count
+        for name in names:
+            if len(self.names) >= cap:
+                break
+            self.names.setdefault(name, None)
 
 
 @dataclass(frozen=True)
@@ -200,11 +233,16 @@ class ModelBatch:
 
 @dataclass(frozen=True)
 class Decoded:
-    """``consumed`` counts valid events per (model_id, topic), omitting zeros."""
+    """``consumed`` counts valid events per (model_id, topic), omitting zeros.
+
+    ``unknown_features`` holds, per model with any, the feature values its
+    events (valid or not) carried under names its baseline does not have.
+    """
 
     batches: list[ModelBatch]
     dead: list[DeadLetter]
     consumed: dict[tuple[str, str], int]
+    unknown_features: dict[str, UnknownFeatures] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -220,6 +258,9 @@ class ModelColumns:
     # The segment keys the model's monitors split by: each gets a column of
     # values in ``ModelBatch.segment_columns``, at most MAX_LABEL_BYTES each.
     segment_keys: tuple[str, ...] = ()
+    # Baseline features not decoded (the config turned them off): not
+    # columns, but not unknown names either.
+    ignored: tuple[str, ...] = ()
 
     @classmethod
     def from_baseline(cls, baseline: BaselineProfile) -> ModelColumns:
@@ -280,6 +321,7 @@ class Decoder:
     def _decode(self, records: Sequence[Record]) -> Decoded:
         groups: dict[_Place, _Group] = {}
         dead: list[DeadLetter] = []
+        unknown: dict[str, UnknownFeatures] = {}
         for chunk, start in enumerate(range(0, len(records), CHUNK)):
             kept, events, model_ids = self._parse(records[start : start + CHUNK], dead)
             for place, group_records, group_events, codes in self._split(kept, events, model_ids):
@@ -295,6 +337,9 @@ class Decoder:
             for code, batch in group.finish():
                 found.append(((group.first_chunk[code], topic_code, partition, code), batch))
             dead.extend(group.dead_letters())
+            for code, seen in group.unknown.items():
+                mine = unknown.setdefault(self._model_ids[code], UnknownFeatures())
+                mine.add(seen.names, seen.count, self.max_features)
         found.sort(key=itemgetter(0))
         batches = [batch for _, batch in found]
         consumed: dict[tuple[str, str], int] = {}
@@ -302,7 +347,7 @@ class Decoder:
             counted = (batch.model_id, batch.topic)
             consumed[counted] = consumed.get(counted, 0) + len(batch.offsets)
         dead.sort(key=_source)
-        return Decoded(batches, dead, consumed)
+        return Decoded(batches, dead, consumed, unknown)
 
     def _split(
         self, records: list[Record], events: list[Any], model_ids: list[str]
@@ -433,7 +478,7 @@ class Decoder:
         if expected is None:
             return DeadLetter(record, UNKNOWN_MODEL, f"model {_show(model_id)} is not configured")
         if record.key != expected:
-            return DeadLetter(record, KEY_MISMATCH, _key_detail(record.key, model_id))
+            return DeadLetter(record, KEY_MISMATCH, _key_detail(record.key, model_id), model_id)
         return event, model_id
 
     def _load(self, record: Record) -> Any:
@@ -470,13 +515,25 @@ def _without_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _fields(dicts: list[Any], names: Sequence[str]) -> list[list[Any]]:
-    """Each name's value in every dict, ``None`` where absent: one list per name."""
+def _layout(dicts: list[Any]) -> list[str] | None:
+    """The keys every dict has, in the same order; ``None`` if they differ (or are none)."""
     layout = list(dicts[0]) if dicts else []
     if layout and list(chain.from_iterable(dicts)) == layout * len(dicts):
-        # Every dict has the same keys in the same order (dict keys are
-        # unique, so equal concatenations mean equal layouts), so each field
-        # sits at a fixed stride in the flat list of values.
+        # Dict keys are unique, so equal concatenations mean equal layouts.
+        return layout
+    return None
+
+
+def _fields(dicts: list[Any], names: Sequence[str], layout: Any = _ASK) -> list[list[Any]]:
+    """Each name's value in every dict, ``None`` where absent: one list per name.
+
+    ``layout`` is ``_layout(dicts)`` when the caller has it already.
+    """
+    if layout is _ASK:
+        layout = _layout(dicts)
+    if layout is not None:
+        # Every dict has the same keys in the same order, so each field sits
+        # at a fixed stride in the flat list of values.
         flat = list(chain.from_iterable(map(dict.values, dicts)))
         width = len(layout)
         where = {name: i for i, name in enumerate(layout)}
@@ -523,6 +580,9 @@ class _Group:
             self.parts[SCORE] = []
             self.numeric.add(SCORE)
         self.features = (*spec.numeric, *spec.categorical)
+        self.known = frozenset((*self.features, *spec.ignored))
+        # Model code -> feature names its events carried that its baseline lacks.
+        self.unknown: dict[int, UnknownFeatures] = {}
         self.rules: list[tuple[frozenset[type], _Fix]] = [
             (_NUMBER_OR_NULL, self._numeric_fix(name)) for name in spec.numeric
         ] + [(_STR_OR_NULL, self._categorical_fix(name)) for name in spec.categorical]
@@ -562,7 +622,9 @@ class _Group:
             scores = self._clean(scores, _NUMBER_OR_NULL, self._score_fix)
             self._keep(PREDICTION, predictions)
             self._keep(SCORE, scores)
-        values = _fields(features, self.features)
+        layout = _layout(features)
+        values = _fields(features, self.features, layout)
+        self._unknown_names(features, codes, layout)
         for name, column, (clean, fix) in zip(self.features, values, self.rules, strict=True):
             self._keep(name, self._clean(column, clean, fix))
         self._events = []
@@ -665,8 +727,11 @@ class _Group:
         return _join(filled)
 
     def dead_letters(self) -> list[DeadLetter]:
+        if not self.bad:
+            return []
+        codes = _join(self.codes)
         return [
-            DeadLetter(self.records[row], reason, detail)
+            DeadLetter(self.records[row], reason, detail, self.model_ids[codes[row]])
             for row, (reason, detail) in sorted(self.bad.items())
         ]
 
@@ -731,6 +796,31 @@ class _Group:
                     detail = f"{len(value)} features, over the limit of {self.max_features}"
                     self._mark_here(row, TOO_MANY_FEATURES, detail)
         return values
+
+    def _unknown_names(
+        self, features: list[Any], codes: npt.NDArray[np.intp], layout: list[str] | None
+    ) -> None:
+        """Count the chunk's feature values under names the models' baselines lack."""
+        known, cap = self.known, self.max_features
+        if layout is not None:
+            extra = [name for name in layout if name not in known]
+            if extra:
+                models, events = np.unique(codes, return_counts=True)
+                for code, count in zip(models.tolist(), events.tolist(), strict=True):
+                    self._unknown_of(code).add(extra, count * len(extra), cap)
+            return
+        if set(chain.from_iterable(features)) <= known:
+            return
+        for code, event in zip(codes.tolist(), features, strict=True):
+            extra_names = event.keys() - known
+            if extra_names:
+                self._unknown_of(code).add(extra_names, len(extra_names), cap)
+
+    def _unknown_of(self, code: int) -> UnknownFeatures:
+        found = self.unknown.get(code)
+        if found is None:
+            found = self.unknown[code] = UnknownFeatures()
+        return found
 
     def _segments(self, values: list[Any]) -> None:
         """Checks the chunk's segments and keeps them, and their keys' values."""

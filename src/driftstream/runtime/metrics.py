@@ -107,6 +107,7 @@ class Metrics:
         self._register_state(registry)
         self._register_outputs(registry)
         self._register_labels(registry)
+        self._register_stream_checks(registry)
         self._joined: dict[str, float] = {}
         self._expired: dict[str, float] = {}
 
@@ -315,6 +316,36 @@ class Metrics:
             "driftstream_performance_metric",
             "A model's performance metric over its latest judged window of joined pairs.",
             ["model", "metric"],
+            registry=registry,
+        )
+
+    def _register_stream_checks(self, registry: CollectorRegistry) -> None:
+        self.model_dead_letters = Counter(
+            "driftstream_model_dead_letters_total",
+            "Dead letters of a configured model, by reason: those whose event named the model "
+            "(unknown_model and unreadable records have none).",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.unknown_features = Counter(
+            "driftstream_unknown_features_total",
+            "Feature values under names the model's baseline does not have (ignored); an "
+            "event with two such names counts twice. The names are logged, not labels.",
+            ["model"],
+            registry=registry,
+        )
+        self.model_silence = Gauge(
+            "driftstream_model_silence_seconds",
+            "Event time from the model's latest prediction event to the latest event of any "
+            "model on its partition (quality.max_silence_seconds judges it).",
+            ["model"],
+            registry=registry,
+        )
+        self.baseline_age = Gauge(
+            "driftstream_baseline_age_seconds",
+            "Event time from the model's baseline's creation (created_at) to the latest event "
+            "on its partition (quality.max_model_age_days judges it).",
+            ["model"],
             registry=registry,
         )
 

@@ -26,8 +26,11 @@ from driftstream.core import performance
 from driftstream.core.anomaly import AnomalyScorer
 from driftstream.core.anomaly_monitor import AnomalyMonitor, AnomalySettings
 from driftstream.core.baseline import BaselineProfile
+from driftstream.core.budget import Budget
+from driftstream.core.dead_letter_rate import DeadLetterRate, DeadLetterSettings
+from driftstream.core.freshness import FreshnessSettings
 from driftstream.core.keys import WHOLE, KeySettings, MonitorKey
-from driftstream.core.monitor import ModelMonitor
+from driftstream.core.monitor import ModelMonitor, window_tests
 from driftstream.core.performance_monitor import (
     MetricSetting,
     PerformanceMonitor,
@@ -74,6 +77,16 @@ class ModelSpec:
     version_baselines: Mapping[str, BaselineProfile] = field(default_factory=dict)
     anomaly: AnomalySettings | None = None  # None: events are not scored
     scorer: AnomalyScorer | None = None  # built once from the baseline, with ``anomaly``
+    freshness: FreshnessSettings | None = None  # None: silences and the age not watched
+    dead_letters: DeadLetterSettings | None = None  # None: its dead-letter share not judged
+
+    def new_dead_letters(self) -> DeadLetterRate:
+        assert self.dead_letters is not None
+        return DeadLetterRate(self.dead_letters)
+
+    def restore_dead_letters(self, state: Mapping[str, Any]) -> DeadLetterRate:
+        assert self.dead_letters is not None
+        return DeadLetterRate.from_state(self.dead_letters, state)
 
     def new_anomaly(self) -> AnomalyMonitor:
         assert self.anomaly is not None and self.scorer is not None
@@ -119,6 +132,7 @@ class ModelSpec:
             categorical=tuple(name for name in full.categorical if name in watched),
             label_kind=label_kind,
             segment_keys=self.keys.segment_names,
+            ignored=tuple(name for name in self.baseline.features if name not in watched),
         )
 
 
@@ -131,7 +145,8 @@ def load_models(config: Config) -> dict[str, ModelSpec]:
     models = {}
     for model_id, model in config.models.items():
         baseline = read_baseline(model_id, model)
-        settings = monitor_settings(model_id, model, baseline)
+        keys = key_settings(model)
+        settings = budgeted(config, keys, monitor_settings(model_id, model, baseline))
         inputs_only = replace(
             settings, features=tuple(f for f in settings.features if not _output(f.name))
         )
@@ -148,14 +163,31 @@ def load_models(config: Config) -> dict[str, ModelSpec]:
             baseline,
             {PREDICTIONS: settings, FEATURES: inputs_only},
             labels,
-            key_settings(model),
+            keys,
             model.segments.min_count,
             comparison_settings(model_id, model, settings),
             version_baselines(model_id, model, baseline),
             *anomaly_spec(model_id, model, baseline, settings),
+            freshness=model.quality.freshness(),
+            dead_letters=model.quality.dead_letters(settings.episodes),
         )
     check_series(config, models)
     return models
+
+
+def budgeted(config: Config, keys: KeySettings, settings: MonitorSettings) -> MonitorSettings:
+    """Settings that share ``alerts.false_alarms_per_day`` with every monitor the model may run."""
+    per_day = config.alerts.false_alarms_per_day
+    if per_day is None:
+        return settings
+    roles = 2  # predictions and features monitors
+    return replace(settings, budget=Budget(per_day), budget_monitors=monitors_at_most(keys) * roles)
+
+
+def monitors_at_most(keys: KeySettings) -> int:
+    """The caps' worst case: monitors of one role of a model, over versions and segment values."""
+    versions = keys.max_versions if keys.versions else 1
+    return versions * (1 + len(keys.segment_keys) * (keys.max_values + 1))
 
 
 def anomaly_spec(
@@ -177,7 +209,8 @@ def anomaly_spec(
         raise ConfigError(msg)
     if not columns:
         return None, None  # nothing to score
-    anomaly = replace(anomaly, columns=columns)
+    tests = window_tests(settings) + 1  # the model's windowed tests and its anomaly rate
+    anomaly = replace(anomaly, columns=columns, budget=settings.budget, budget_tests=tests)
     return anomaly, AnomalyScorer(baseline, columns, anomaly.rate)
 
 
@@ -352,3 +385,12 @@ def anomaly_state_name(model_id: str) -> str:
 def comparison_state_name(model_id: str) -> str:
     """Name of a model's champion vs challenger comparison inside a partition unit."""
     return f"compare:{model_id}"
+
+
+def dead_letters_state_name(role: str, model_id: str) -> str:
+    """Name of a model's dead-letter share windows of one role inside a partition unit."""
+    return f"dead_letters:{role}:{model_id}"
+
+
+FRESHNESS_STATE_NAME = "freshness"
+"""Name of the unit's freshness watch (every model's latest event time) in its state hash."""

@@ -6,7 +6,8 @@ A checkpoint is a short list of named steps, run for every micro-batch:
 2. **take** each partition unit's records it has not taken yet;
 3. **prepare**: decode them into per-model columns (bad records into dead
    letters), **load** the monitors the batch needs, **update** them into
-   findings;
+   findings, and judge the unit's streams as a whole (silent models, old
+   baselines, dead-letter share: ``stream_checks``);
 4. **commit** per partition unit, in one Lua call: monitor states, the next
    offsets and the outbox (alerts + dead letters), refused if a newer
    owner claimed the unit;
@@ -72,18 +73,20 @@ from driftstream.config import Config
 from driftstream.contract import UNKNOWN_TOPIC
 from driftstream.core.anomaly_monitor import AnomalyMonitor
 from driftstream.core.comparison import VersionComparison
+from driftstream.core.dead_letter_rate import DeadLetterRate
 from driftstream.core.findings import Finding, Reading
 from driftstream.core.join import JoinState
 from driftstream.core.keys import WHOLE, KeyRegistry, MonitorKey
 from driftstream.core.monitor import ModelMonitor
 from driftstream.core.performance_monitor import WindowPairs
-from driftstream.runtime import monitoring, routing
+from driftstream.runtime import monitoring, routing, stream_checks
 from driftstream.runtime.alerts import Source, alert_event, dead_letter_headers, encode_alert
 from driftstream.runtime.decode import DeadLetter, Decoded, Decoder, ModelBatch, Record
 from driftstream.runtime.labels import JoinBatch, JoinOutcome, Memory, Window
 from driftstream.runtime.metrics import Metrics
 from driftstream.runtime.models import (
     FEATURES,
+    FRESHNESS_STATE_NAME,
     LABELS,
     PREDICTIONS,
     ModelSpec,
@@ -100,6 +103,7 @@ from driftstream.runtime.store import (
     UnitStore,
     default_backoff,
 )
+from driftstream.runtime.stream_checks import Cited, Freshness, Stream
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,7 @@ class Prepared:
     overflow: list[tuple[str, str, int]] = field(default_factory=list)  # model, key, rows
     registries: dict[str, KeyRegistry] = field(default_factory=dict)  # as of this commit
     anomalies: list[tuple[str, int, int]] = field(default_factory=list)  # model, flagged, held back
+    freshness: Freshness | None = None  # the unit's watches, when this batch fed them
 
 
 @dataclass
@@ -180,6 +185,8 @@ class Unit:
     registries: dict[str, KeyRegistry] = field(default_factory=dict)  # as committed
     comparisons: dict[str, VersionComparison] = field(default_factory=dict)
     anomalies: dict[str, AnomalyMonitor] = field(default_factory=dict)
+    freshness: Freshness | None = None  # loaded with the first batch
+    dead_letters: dict[str, DeadLetterRate] = field(default_factory=dict)
     joins: dict[str, bytes | None] = field(default_factory=dict)  # label state blobs, as committed
     memory: dict[str, Memory] = field(default_factory=dict)  # of each join, as last committed
     held: Held | None = None
@@ -248,6 +255,10 @@ class Worker:
             max_features=config.limits.max_features,
         )
         self.units: dict[int, Unit] = {}
+        # Per model: feature names its events carried that its baseline lacks,
+        # the first limits.max_features of them, for the log.
+        self.unknown_names: dict[str, dict[str, None]] = {}
+        self._freshness = any(spec.freshness is not None for spec in models.values())
         self.processed = 0  # records committed by this worker
         self.store = Availability(metrics, backoff, clock)
         self._relay_backoff = backoff or default_backoff()
@@ -552,13 +563,16 @@ class Worker:
         if self.repartition:
             records, forwards, dead, sources, duplicates = self._route(unit, held.records, state)
         decoded = self.decoder.decode(records)
+        # Each stream in the order of the log it was read from: before dead
+        # letters are mapped back to their source records.
+        checked = stream_checks.streams(decoded, self.roles, self.models)
         dead += [self._from_source(letter, sources) for letter in decoded.dead]
         outbox = forwards + [self._dead_letter(letter) for letter in dead]
         register = [] if self.repartition else self._unregistered(unit, decoded.batches)
         splits = self._split_alerts(unit, decoded.batches, register, state)
         outbox += [entry for _, _, entry in splits]
         monitor_batches = [b for b in decoded.batches if b.role != LABELS]
-        self._load_keys(unit, monitor_batches)
+        self._load_keys(unit, monitor_batches, checked)
         planned = monitoring.plan_batches(
             monitor_batches, self.models, unit.registries, unit.comparisons, unit.anomalies
         )
@@ -583,6 +597,9 @@ class Worker:
             readings.append((model_id, LABELS, judged))
             if values:
                 performance[model_id] = values
+        alerts, checks, watched = self._stream_checks(unit, decoded.batches, checked, sources)
+        outbox += alerts
+        states.update(checks)
         states.update(unit.quarantined)
         if state != saved:
             states[routing.STATE_NAME] = orjson.dumps(state.to_state())
@@ -607,6 +624,7 @@ class Worker:
             done.overflow,
             done.registries,
             _anomaly_counts(done),
+            unit.freshness if watched else None,
         )
 
     def _load_routing(self, unit: Unit) -> routing.RoutingState:
@@ -844,9 +862,15 @@ class Worker:
             if value == value:  # NaN is skipped
                 self.metrics.performance_metric.labels(model_id, metric).set(value)
 
-    def _load_keys(self, unit: Unit, batches: Sequence[ModelBatch]) -> None:
-        """The registries and comparisons the batches need, read in one call."""
+    def _load_keys(
+        self, unit: Unit, batches: Sequence[ModelBatch], checked: Mapping[str, Stream]
+    ) -> None:
+        """The registries, comparisons and stream checks the batches need, read in one call."""
         wanted: dict[str, tuple[str, str]] = {}
+        if unit.freshness is None and self._freshness:
+            wanted[FRESHNESS_STATE_NAME] = ("freshness", "")  # the unit's: no model of its own
+        for name, stream in checked.items():
+            wanted[name] = ("dead_letters", stream.model_id)
         for batch in batches:
             spec = self.models[batch.model_id]
             if spec.keys.splits:
@@ -855,13 +879,27 @@ class Worker:
                 wanted[comparison_state_name(batch.model_id)] = ("compare", batch.model_id)
             if spec.anomaly is not None and batch.role == PREDICTIONS:
                 wanted[anomaly_state_name(batch.model_id)] = ("anomaly", batch.model_id)
-        held = (unit.registries, unit.comparisons, unit.anomalies)
+        held = (unit.registries, unit.comparisons, unit.anomalies, unit.dead_letters)
         missing = [n for n in wanted if not any(n in kept for kept in held)]
         blobs = unit.store.load(missing) if missing else {}
         for name in missing:
             what, model_id = wanted[name]
+            if what == "freshness":
+                unit.freshness = self._restore(
+                    unit,
+                    name,
+                    model_id,
+                    blobs.get(name),
+                    partial(Freshness, self.models),
+                    partial(Freshness, self.models),
+                )
+                continue
             spec, blob = self.models[model_id], blobs.get(name)
-            if what == "keys":
+            if what == "dead_letters":
+                unit.dead_letters[name] = self._restore(
+                    unit, name, model_id, blob, spec.restore_dead_letters, spec.new_dead_letters
+                )
+            elif what == "keys":
                 unit.registries[name] = self._restore(
                     unit,
                     name,
@@ -901,6 +939,41 @@ class Worker:
                 partial(spec.new_monitor, role, key),
             )
 
+    def _stream_checks(
+        self,
+        unit: Unit,
+        batches: Sequence[ModelBatch],
+        checked: Mapping[str, Stream],
+        sources: Mapping[int, Source],
+    ) -> tuple[list[OutboxEntry], dict[str, bytes], bool]:
+        """Freshness and dead-letter share: their alerts, their states, whether freshness ran.
+
+        They change the unit's trackers in place, after every read: a batch
+        prepared is committed exactly so, or the unit is dropped.
+        """
+        cited: list[Cited] = []
+        states: dict[str, bytes] = {}
+        watched = False
+        freshness = unit.freshness
+        if freshness is not None and any(b.role == PREDICTIONS for b in batches):
+            cited += freshness.observe(batches)
+            states[FRESHNESS_STATE_NAME] = orjson.dumps(freshness.to_state())
+            watched = True
+        for name, stream in sorted(checked.items()):
+            rate = unit.dead_letters[name]
+            cited += stream_checks.judge(stream, rate)
+            states[name] = orjson.dumps(rate.to_state())
+        return [self._cited_alert(c, sources) for c in cited], states, watched
+
+    def _cited_alert(self, cited: Cited, sources: Mapping[int, Source]) -> OutboxEntry:
+        finding = cited.finding
+        source = sources.get(cited.offset) or Source(cited.topic, cited.partition, cited.offset)
+        event = alert_event(
+            finding, role=cited.role, source=source, model_version=finding.model_version
+        )
+        topic = self.config.kafka.topics.alerts
+        return OutboxEntry(event["alert_id"], topic, finding.model_id.encode(), encode_alert(event))
+
     def _restore(
         self,
         unit: Unit,
@@ -923,15 +996,15 @@ class Worker:
         self, unit: Unit, name: str, model_id: str, blob: bytes, error: Exception, then: str
     ) -> None:
         """Keep a blob that cannot be loaded for a post-mortem; one bad blob must not take
-        the partition down."""
+        the partition down. ``model_id`` is empty for a state of the whole unit."""
         kept = QUARANTINE_NAME.format(name=name, epoch=unit.epoch)
         unit.quarantined[kept] = blob
         self.metrics.state_quarantined.labels(model=model_id).inc()
         log.error(
-            "partition %d: state %r of model %r cannot be loaded: %s; kept it as %r and %s",
+            "partition %d: state %r of %s cannot be loaded: %s; kept it as %r and %s",
             unit.partition,
             name,
-            model_id,
+            f"model {model_id!r}" if model_id else "the partition unit",
             error,
             kept,
             then,
@@ -1020,6 +1093,7 @@ class Worker:
         decoded = prepared.decoded
         self._count(decoded.consumed, decoded.dead, prepared.touched, prepared.keys)
         self._keys_changed(unit, prepared)
+        self._streams_checked(prepared)
         if self.watcher is not None:
             for batch in prepared.decoded.batches:
                 self.watcher.consumed(batch)
@@ -1110,6 +1184,10 @@ class Worker:
             self.metrics.invalid_events.labels(
                 reason=letter.reason, topic=letter.record.topic
             ).inc()
+            if letter.model_id:
+                self.metrics.model_dead_letters.labels(
+                    model=letter.model_id, reason=letter.reason
+                ).inc()
         for name, monitor in monitors.items():
             key = keys.get(name, WHOLE)
             self.metrics.observe_statistics(
@@ -1117,6 +1195,31 @@ class Worker:
                 monitor.last_values,
                 key.version,
                 monitoring.segment_label(key),
+            )
+
+    def _streams_checked(self, prepared: Prepared) -> None:
+        """Freshness gauges, and feature names no baseline has: counted, the new ones logged."""
+        if prepared.freshness is not None:
+            for model_id, (silence, age) in prepared.freshness.lags().items():
+                self.metrics.model_silence.labels(model=model_id).set(silence)
+                if age is not None:
+                    self.metrics.baseline_age.labels(model=model_id).set(age)
+        cap = self.config.limits.max_features
+        for model_id, found in sorted(prepared.decoded.unknown_features.items()):
+            self.metrics.unknown_features.labels(model=model_id).inc(found.count)
+            listed = self.unknown_names.setdefault(model_id, {})
+            new = [name for name in found.names if name not in listed][: cap - len(listed)]
+            if not new:
+                continue
+            listed.update(dict.fromkeys(new))
+            log.warning(
+                "model %r: events carry features its baseline does not have, so they are not "
+                "watched: %s%s (rebuild the baseline with them to watch them)",
+                model_id,
+                ", ".join(repr(name) for name in sorted(new)),
+                f"; names past the first {cap} are counted, not listed"
+                if len(listed) >= cap
+                else "",
             )
 
     def _keys_changed(self, unit: Unit, prepared: Prepared) -> None:
