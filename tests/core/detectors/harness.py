@@ -58,3 +58,20 @@ def river_positions(cls: type, values: np.ndarray, params: dict[str, Any]) -> li
         if detector.drift_detected:
             hits.append(i)
     return hits
+
+
+def assert_identical(
+    bank_hits: list[np.ndarray],
+    banked: list[Any],
+    loop_hits: list[np.ndarray],
+    looped: list[Any],
+) -> None:
+    """Same positions, same dtype, same state, to the bit (``repr`` tells -0.0 from 0.0)."""
+    assert len(bank_hits) == len(loop_hits) == len(banked) == len(looped)
+    for i, (got, want, ours, theirs) in enumerate(
+        zip(bank_hits, loop_hits, banked, looped, strict=True)
+    ):
+        assert got.dtype == want.dtype == np.int64, i
+        assert got.tolist() == want.tolist(), i
+        assert ours.to_state() == theirs.to_state(), i
+        assert repr(ours.to_state()) == repr(theirs.to_state()), i

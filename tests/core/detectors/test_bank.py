@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from harness import river_positions
+from harness import assert_identical, river_positions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from river import drift
@@ -102,23 +102,6 @@ def random_detector(cls: type, pool: list[dict[str, Any]], rng: np.random.Genera
     detector = cls(**params)
     detector.update_many(rng.normal(size=int(rng.integers(1, 6000))))
     return detector
-
-
-def assert_identical(
-    bank_hits: list[np.ndarray],
-    banked: list[Detector],
-    loop_hits: list[np.ndarray],
-    looped: list[Detector],
-) -> None:
-    """Same positions, same dtype, same state, to the bit (``repr`` tells -0.0 from 0.0)."""
-    assert len(bank_hits) == len(loop_hits) == len(banked) == len(looped)
-    for i, (got, want, ours, theirs) in enumerate(
-        zip(bank_hits, loop_hits, banked, looped, strict=True)
-    ):
-        assert got.dtype == want.dtype == np.int64, i
-        assert got.tolist() == want.tolist(), i
-        assert ours.to_state() == theirs.to_state(), i
-        assert repr(ours.to_state()) == repr(theirs.to_state()), i
 
 
 def check_against_update_many(

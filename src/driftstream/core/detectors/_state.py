@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Protocol, Self
 
@@ -82,3 +83,19 @@ def loop_until_drift(detector: _Detector, x: FloatArray) -> int:
         if detector.update(value).drift_detected:
             return k + 1
     return int(x.size)
+
+
+def canonical_base64(reader: StateReader, key: str, expected: str) -> bytes:
+    """The bytes saved as base64 under ``key``; ``expected`` says what they should hold.
+
+    Only the canonical text is accepted, so a restored state saves exactly
+    as it was loaded.
+    """
+    text = reader.text(key)
+    try:
+        raw = base64.b64decode(text, validate=True)  # binascii.Error is a ValueError
+    except ValueError:
+        raw = None
+    if raw is None or base64.b64encode(raw).decode("ascii") != text:
+        reader.at.wrong(key, expected, text)
+    return raw

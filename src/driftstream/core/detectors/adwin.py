@@ -20,6 +20,7 @@ from driftstream.core.detectors._state import (
     IntArray,
     StatePath,
     StateReader,
+    canonical_base64,
     finite_array,
     finite_float,
     loop_until_drift,
@@ -556,14 +557,7 @@ def _encode_floats(levels: list[list[float]]) -> str:
 
 def _decode_floats(reader: StateReader, key: str, size: int) -> list[float]:
     """The ``size`` finite float64 values ``_encode_floats`` wrote under ``key``."""
-    text = reader.text(key)
-    try:
-        raw = base64.b64decode(text, validate=True)  # binascii.Error is a ValueError
-    except ValueError:
-        raw = None
-    # Only the canonical text, so a restored state saves exactly as it was loaded.
-    if raw is None or base64.b64encode(raw).decode("ascii") != text:
-        reader.at.wrong(key, "base64 of little-endian float64 values", text)
+    raw = canonical_base64(reader, key, "base64 of little-endian float64 values")
     if len(raw) != size * _FLOAT.itemsize:
         expected = f"{size} float64 values ({size * _FLOAT.itemsize} bytes)"
         reader.fail(key, f"must hold {expected} as 'bucket_counts' says, got {len(raw)} bytes")

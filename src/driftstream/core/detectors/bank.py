@@ -765,16 +765,17 @@ class _Faded:
 _SCRATCH = threading.local()
 
 
-def _scratch(name: str, size: int, dtype: type[np.generic]) -> Any:
+def _scratch(name: str, size: int, dtype: type[np.generic], limit: int = _SCRATCH_LIMIT) -> Any:
     """A 1-d buffer of ``size`` elements, kept for the next call in this thread.
 
     Memory the process has not touched yet costs a page fault per 4 KiB on
     first use, more than the arithmetic done in it; reusing the buffers from
     call to call avoids that. Their contents are left from earlier use. Larger
-    requests than ``_SCRATCH_LIMIT`` get fresh memory, so a thread keeps a few
-    MiB at most.
+    requests than ``limit`` get fresh memory: ``_SCRATCH_LIMIT`` elements keeps
+    a few MiB per thread for these banks; ``cusum_bank`` asks for more (about
+    16 MiB, see its ``_SCRATCH_LIMIT``).
     """
-    if size > _SCRATCH_LIMIT:
+    if size > limit:
         return np.empty(size, dtype=dtype)
     buffers: dict[str, np.ndarray] = _SCRATCH.__dict__.setdefault("buffers", {})
     buffer = buffers.get(name)
