@@ -109,7 +109,7 @@ def test_the_anomaly_rate_test_holds_its_false_alarm_level():
     traffic flags somewhat more than ``rate`` (1.1 to 1.4 times on the
     synthetic frame); the test must stay quiet there. At 3 times it raises
     a few per 10,000 windows: a model whose traffic flags that much more
-    should raise ``anomaly.rate``'s ``min_factor`` (see the README).
+    should raise ``anomaly.min_factor`` (see the README).
     """
     rate, size = 1e-4, 5000
     quality = QualitySettings(false_alarm=1e-6, floor_rate=rate)
