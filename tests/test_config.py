@@ -79,7 +79,7 @@ def test_the_shipped_example_config_is_valid(baseline_file, tmp_path):
             "models.m.features.x.statistics.psy",
         ),
         (
-            {"models": {"m": {"baseline": "b", "features": {"x": {"detectors": ["cusum"]}}}}},
+            {"models": {"m": {"baseline": "b", "features": {"x": {"detectors": ["kalman"]}}}}},
             "models.m.features.x.detectors.0",
         ),
         ({"version": 2, "models": {"m": {"baseline": "b"}}}, "version: "),

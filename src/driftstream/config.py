@@ -24,6 +24,11 @@ from driftstream.core.anomaly_monitor import AnomalySettings
 from driftstream.core.baseline import BaselineProfile, load_baseline
 from driftstream.core.budget import Budget
 from driftstream.core.dead_letter_rate import DeadLetterSettings
+from driftstream.core.detectors.cusum import (
+    DEFAULT_MIN_INSTANCES,
+    DEFAULT_SHIFTS,
+    DEFAULT_THRESHOLD,
+)
 from driftstream.core.freshness import FreshnessSettings
 from driftstream.core.monitor import default_feature_settings, kind_of, profiles_of
 from driftstream.core.quality import QualitySettings
@@ -80,9 +85,28 @@ class PageHinkleyConfig(Frozen):
     mode: Literal["up", "down", "both"] = "both"
 
 
+class CusumConfig(Frozen):
+    """The multi-chart CUSUM. ``threshold`` is the least one used: with a
+    false-alarm budget (``alerts.false_alarms_per_day``) the monitor raises
+    it to what the budget allows at the traffic's rate."""
+
+    shifts: tuple[float, ...] = Field(default=DEFAULT_SHIFTS, min_length=1, max_length=16)
+    threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, lt=1e6)
+    min_instances: int = Field(default=DEFAULT_MIN_INSTANCES, ge=0)
+
+    @field_validator("shifts")
+    @classmethod
+    def _shifts_in_range(cls, shifts: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(2.0**-10 <= shift <= 10.0 for shift in shifts):
+            msg = f"every shift must be in [2**-10, 10] standard deviations, got {list(shifts)}"
+            raise ValueError(msg)
+        return shifts
+
+
 class DetectorsConfig(Frozen):
     adwin: AdwinConfig = AdwinConfig()
     page_hinkley: PageHinkleyConfig = PageHinkleyConfig()
+    cusum: CusumConfig = CusumConfig()
 
 
 class StatisticConfig(Frozen):
@@ -93,7 +117,7 @@ class StatisticConfig(Frozen):
 
 
 StatisticName = Literal["psi", "js", "ks", "wasserstein", "chi2", "linf"]
-DetectorName = Literal["adwin", "page_hinkley"]
+DetectorName = Literal["adwin", "page_hinkley", "cusum"]
 
 
 class FeatureConfig(Frozen):
@@ -585,6 +609,7 @@ def monitor_settings(
         episodes=EpisodeSettings(**model.episodes.model_dump()),
         adwin=model.detectors.adwin.model_dump(),
         page_hinkley=model.detectors.page_hinkley.model_dump(),
+        cusum=model.detectors.cusum.model_dump(),
         compare_previous=model.compare_previous,
         category_cap=model.category_cap,
         quality=quality_settings(model.quality),

@@ -1,5 +1,6 @@
 """The false-alarm budget: per-test levels, the statistics' critical values, the monitor."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -11,6 +12,8 @@ from driftstream.core import stats
 from driftstream.core.baseline import build_profile
 from driftstream.core.batch import Batch
 from driftstream.core.budget import Budget, critical_value, rounded_down
+from driftstream.core.detectors.cusum import DEFAULT_THRESHOLD as CUSUM_THRESHOLD
+from driftstream.core.detectors.cusum import RATE_SLOPE, threshold_for_rate
 from driftstream.core.monitor import ModelMonitor, settings_from_baseline, window_tests
 from driftstream.core.settings import WindowSettings
 
@@ -127,7 +130,54 @@ def test_the_budget_keeps_a_real_shift_visible(wide):
 
 def test_the_tests_count_every_monitor_sharing_the_budget(wide):
     settings = settings_from_baseline(wide)
-    assert window_tests(settings) == (1 + 3) * FEATURES  # a gate and three quality checks
+    # A gate, three quality checks and the CUSUM of each (numeric) column.
+    assert window_tests(settings) == (1 + 3 + 1) * FEATURES
     assert window_tests(replace(settings, budget_monitors=4)) == 4 * window_tests(settings)
-    assert window_tests(replace(settings, compare_previous=True)) == (2 + 3) * FEATURES
-    assert window_tests(replace(settings, quality=None)) == FEATURES
+    assert window_tests(replace(settings, compare_previous=True)) == (2 + 3 + 1) * FEATURES
+    assert window_tests(replace(settings, quality=None)) == 2 * FEATURES
+    no_cusum = tuple(replace(f, detectors=("adwin",)) for f in settings.features)
+    assert window_tests(replace(settings, features=no_cusum)) == (1 + 3) * FEATURES
+
+
+def cusum_thresholds(monitor):
+    return {w.detectors["cusum"].threshold for w in monitor.watches.values()}
+
+
+def test_the_budget_sets_the_cusum_threshold_from_the_traffic_rate(wide):
+    budget = Budget(false_alarms_per_day=0.1)
+    settings = settings_from_baseline(wide, window=WindowSettings(size=WINDOW), budget=budget)
+    rng = np.random.default_rng(3)
+    monitor = ModelMonitor(settings, wide)
+    assert cusum_thresholds(monitor) == {CUSUM_THRESHOLD}  # until a window closes
+    columns = {name: rng.normal(size=WINDOW) for name in wide.features}
+    monitor.update(Batch(np.arange(WINDOW) * 0.05, columns))  # 20 events/s
+    level = budget.level(window_tests(settings), (WINDOW - 1) * 0.05)
+    slow = threshold_for_rate(level / WINDOW)
+    assert cusum_thresholds(monitor) == {slow}
+    assert slow > CUSUM_THRESHOLD
+    # Ten times the traffic: each event's share of the budget is ten times smaller.
+    fast = ModelMonitor(settings, wide)
+    fast.update(Batch(np.arange(WINDOW) * 0.005, columns))
+    (threshold,) = cusum_thresholds(fast)
+    assert threshold >= slow + math.log(10) / RATE_SLOPE - 0.25 - 1e-9
+    # The threshold in effect is part of the state: a restored monitor keeps it.
+    restored = ModelMonitor.from_state(settings, wide, json.loads(json.dumps(fast.to_state())))
+    assert cusum_thresholds(restored) == {threshold}
+
+
+def test_without_a_budget_the_cusum_keeps_the_configured_threshold(wide):
+    settings = settings_from_baseline(wide, window=WindowSettings(size=WINDOW))
+    monitor = ModelMonitor(settings, wide)
+    rng = np.random.default_rng(4)
+    monitor.update(
+        Batch(np.arange(WINDOW * 2.0), {n: rng.normal(size=2 * WINDOW) for n in wide.features})
+    )
+    assert cusum_thresholds(monitor) == {CUSUM_THRESHOLD}
+    # A state saved under a budget restores to the configured threshold without one.
+    budgeted = ModelMonitor(replace(settings, budget=Budget()), wide)
+    budgeted.update(
+        Batch(np.arange(WINDOW * 2.0), {n: rng.normal(size=2 * WINDOW) for n in wide.features})
+    )
+    assert cusum_thresholds(budgeted) != {CUSUM_THRESHOLD}
+    restored = ModelMonitor.from_state(settings, wide, budgeted.to_state())
+    assert cusum_thresholds(restored) == {CUSUM_THRESHOLD}

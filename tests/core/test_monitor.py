@@ -249,8 +249,8 @@ def test_a_sketch_of_another_kind_or_an_unknown_detector_is_refused(baseline):
         ModelMonitor.from_state(settings, baseline, state)
     state = ModelMonitor(settings, baseline).to_state()
     detectors = state["features"]["amount"]["detectors"]
-    detectors["cusum"] = detectors["adwin"]
-    with pytest.raises(ValueError, match="unknown detector 'cusum'"):
+    detectors["kalman"] = detectors["adwin"]
+    with pytest.raises(ValueError, match="unknown detector 'kalman'"):
         ModelMonitor.from_state(settings, baseline, state)
 
 

@@ -11,10 +11,11 @@ Two kinds of evidence, complementary on purpose:
 - **Windows.** Each tumbling window's sketch of a feature is compared with
   the baseline (and, optionally, with the previous window) using the
   configured statistics. Slow to react, but sees any change of shape.
-- **Detectors.** ADWIN and Page-Hinkley see every value, standardised by the
-  baseline so one set of defaults fits a feature in dollars and one in
-  milliseconds. Standardising by mean and standard deviation is not enough:
-  on a heavy-tailed feature (a lognormal amount) both detectors then raise
+- **Detectors.** ADWIN, Page-Hinkley and the multi-chart CUSUM see every
+  value, standardised by the baseline so one set of defaults fits a feature
+  in dollars and one in milliseconds. Standardising by mean and standard
+  deviation is not enough: on a heavy-tailed feature (a lognormal amount)
+  the detectors then raise
   false alarms, because rare huge values dominate. So each value goes
   through the baseline's distribution function instead, centred and scaled
   to unit variance: bounded, and the same shape for every feature under no
@@ -30,7 +31,7 @@ Two kinds of evidence, complementary on purpose:
 []
 >>> shifted = Batch(np.arange(4000.0, 8000.0), {"x": rng.normal(loc=1.0, size=4000)})
 >>> sorted({(f.kind, f.detector) for f in monitor.update(shifted)})
-[('drift', 'adwin'), ('drift', 'page_hinkley'), ('drift', 'window')]
+[('drift', 'adwin'), ('drift', 'cusum'), ('drift', 'page_hinkley'), ('drift', 'window')]
 """
 
 from __future__ import annotations
@@ -47,7 +48,15 @@ from driftstream.core import stats
 from driftstream.core.baseline import BaselineProfile, CategoricalProfile, NumericProfile
 from driftstream.core.batch import Batch
 from driftstream.core.budget import critical_value
-from driftstream.core.detectors import ADWIN, PageHinkley, update_adwins, update_page_hinkleys
+from driftstream.core.detectors import (
+    ADWIN,
+    CUSUM,
+    PageHinkley,
+    update_adwins,
+    update_cusums,
+    update_page_hinkleys,
+)
+from driftstream.core.detectors.cusum import threshold_for_rate
 from driftstream.core.episodes import DetectorEpisodes, WindowEpisodes
 from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, RESOLVED, Finding, Reading
 from driftstream.core.quality import (
@@ -73,6 +82,9 @@ from driftstream.core.settings import (
     MonitorSettings,
     StatisticSetting,
 )
+from driftstream.core.settings import (
+    CUSUM as CUSUM_NAME,
+)
 from driftstream.core.sketches import CategorySketch, NumericSketch
 from driftstream.core.state import STATE_VERSION, StatePath, StateReader
 from driftstream.core.windows import Bounds, Clock, clock_from_state, new_clock
@@ -87,9 +99,10 @@ _MONITOR_KEYS = (
     "features",
 )
 _WATCH_KEYS = ("sketch", "previous", "detectors", "recent", "outside")
-_DETECTOR_CLASSES: dict[str, type[ADWIN] | type[PageHinkley]] = {
+_DETECTOR_CLASSES: dict[str, type[ADWIN] | type[PageHinkley] | type[CUSUM]] = {
     ADWIN_NAME: ADWIN,
     PAGE_HINKLEY: PageHinkley,
+    CUSUM_NAME: CUSUM,
 }
 RECENT = 64  # values behind a detector finding's reported level
 # Those values are kept in steps of 1/4096 (they lie within ±sqrt(3)), so the
@@ -99,7 +112,7 @@ RECENT_LIMIT = 7200
 SQRT12 = math.sqrt(12.0)
 Profile = NumericProfile | CategoricalProfile
 Sketch = NumericSketch | CategorySketch
-Detector = ADWIN | PageHinkley
+Detector = ADWIN | PageHinkley | CUSUM
 IntArray = npt.NDArray[np.intp]
 
 
@@ -132,11 +145,13 @@ def window_tests(settings: MonitorSettings) -> int:
     """The tests each window runs across every monitor sharing the budget (worst case).
 
     Per column: one significance gate per reference (however many
-    statistics it gates) and the quality checks; times ``budget_monitors``.
+    statistics it gates), the quality checks and the CUSUM, if it runs one
+    (its alarms in a window are one more test); times ``budget_monitors``.
     """
     references = 2 if settings.compare_previous else 1
     per_column = references + (CHECKS_PER_COLUMN if settings.quality is not None else 0)
-    return max(per_column * len(settings.features), 1) * settings.budget_monitors
+    cusums = sum(CUSUM_NAME in feature.detectors for feature in settings.features)
+    return max(per_column * len(settings.features) + cusums, 1) * settings.budget_monitors
 
 
 def settings_from_baseline(baseline: BaselineProfile, **overrides: Any) -> MonitorSettings:
@@ -161,6 +176,8 @@ class FeatureWatch:
         }
         self.recent = np.zeros(0)
         self.outside = 0  # the open window's values beyond the baseline's range
+        self.cusum_floor = float(settings.cusum["threshold"])  # type: ignore[arg-type]
+        self.budgeted = settings.budget is not None
 
     def column(self, batch: Batch) -> np.ndarray:
         return column_of(self.feature, batch)
@@ -224,6 +241,12 @@ class FeatureWatch:
         self.sketch.reset()
         self.outside = 0
 
+    def retune(self, threshold: float) -> None:
+        """Set the CUSUM's threshold, if this column runs one."""
+        detector = self.detectors.get(CUSUM_NAME)
+        if isinstance(detector, CUSUM) and detector.threshold != threshold:
+            detector.retune(threshold)
+
     def standardised(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The baseline CDF of each value, centred and scaled to unit variance.
 
@@ -273,7 +296,12 @@ class FeatureWatch:
                 if not isinstance(detector_state, Mapping):
                     where.wrong(None, "a mapping", detector_state)
                 full = {**detector_state, **_parameters(name, self.detectors[name])}
-                self.detectors[name] = cls.from_state(full, where)
+                detector = self.detectors[name] = cls.from_state(full, where)
+                if isinstance(detector, CUSUM):
+                    # The budget's threshold holds until the next window; without
+                    # a budget, or below the configured one, the configured one.
+                    saved = detector.threshold if self.budgeted else self.cusum_floor
+                    detector.retune(max(saved, self.cusum_floor))
         recent = reader.array("recent")
         if len(recent) > RECENT:
             reader.fail("recent", f"must hold at most {RECENT} values, got {len(recent)}")
@@ -335,6 +363,9 @@ def restored_sketch(profile: Profile, state: Any, at: StatePath) -> Sketch:
 _PARAMETERS = {
     ADWIN_NAME: ("delta", "clock", "max_buckets", "min_window_length", "grace_period"),
     PAGE_HINKLEY: ("min_instances", "delta", "threshold", "alpha", "mode"),
+    # A CUSUM's threshold is the one in effect, which the budget moves (see
+    # ModelMonitor._retune), so it stays in the saved state.
+    CUSUM_NAME: ("shifts", "min_instances"),
 }
 
 
@@ -353,11 +384,13 @@ def _parameters(name: str, detector: Detector) -> dict[str, Any]:
 def _new_detector(name: str, settings: MonitorSettings) -> Detector:
     if name == PAGE_HINKLEY:
         return PageHinkley(**settings.page_hinkley)  # type: ignore[arg-type]
+    if name == CUSUM_NAME:
+        return CUSUM(**settings.cusum)  # type: ignore[arg-type]
     return ADWIN(**settings.adwin)  # type: ignore[arg-type]
 
 
 def _detector_threshold(detector: Detector) -> float:
-    if isinstance(detector, PageHinkley):
+    if isinstance(detector, PageHinkley | CUSUM):
         return float(detector.threshold)
     return float(detector.delta)
 
@@ -462,6 +495,8 @@ class ModelMonitor:
                 findings += self._judge(watch, bounds, batch, trigger, level)
                 findings += self._judge_quality(watch, bounds, batch, trigger, level)
             watch.roll(min_count, self.settings.compare_previous)
+            if level is not None and bounds.count:
+                watch.retune(threshold_for_rate(level / bounds.count, watch.cusum_floor))
         return findings
 
     def _judge(
@@ -628,6 +663,8 @@ def update_monitors(work: Sequence[tuple[ModelMonitor, Batch]]) -> list[list[Fin
     adwin_values: list[npt.NDArray[np.float64]] = []
     hinkleys: list[PageHinkley] = []
     hinkley_values: list[npt.NDArray[np.float64]] = []
+    cusums: list[CUSUM] = []
+    cusum_values: list[npt.NDArray[np.float64]] = []
     for (monitor, _), cols in zip(work, columns, strict=True):
         fed.append({})
         for name, watch in monitor.watches.items():
@@ -638,12 +675,16 @@ def update_monitors(work: Sequence[tuple[ModelMonitor, Batch]]) -> list[list[Fin
                 if isinstance(detector, ADWIN):
                     adwins.append(detector)
                     adwin_values.append(column_fed.z)
+                elif isinstance(detector, CUSUM):
+                    cusums.append(detector)
+                    cusum_values.append(column_fed.z)
                 else:
                     hinkleys.append(detector)
                     hinkley_values.append(column_fed.z)
     found = dict(zip(map(id, adwins), update_adwins(adwins, adwin_values), strict=True))
     hits = update_page_hinkleys(hinkleys, hinkley_values)
     found.update(zip(map(id, hinkleys), hits, strict=True))
+    found.update(zip(map(id, cusums), update_cusums(cusums, cusum_values), strict=True))
     results = []
     for (monitor, batch), cols, monitor_fed in zip(work, columns, fed, strict=True):
         detected: list[Finding] = []

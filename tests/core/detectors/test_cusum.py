@@ -560,3 +560,33 @@ def test_docstring_example() -> None:
     result = doctest.testmod(cusum_module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_retune_keeps_the_charts_and_moves_the_limit() -> None:
+    values = shifting(3)
+    retuned, fixed = CUSUM(threshold=30.0), CUSUM(threshold=30.0)
+    retuned.update_many(values[:5000])
+    fixed.update_many(values[:5000])
+    retuned.retune(10.0)
+    assert retuned.charts == fixed.charts
+    assert retuned.threshold == 10.0
+    assert json.loads(json.dumps(retuned.to_state()))["threshold"] == 10.0
+    # From here on it fires exactly where a detector built with 10 would.
+    fresh = CUSUM(threshold=10.0)
+    fresh.update_many(values[:5000])
+    fresh._store(*fixed._running()[:5], fixed._running()[5])
+    assert retuned.update_many(values[5000:]).tolist() == fresh.update_many(values[5000:]).tolist()
+    with pytest.raises(ValueError, match="threshold"):
+        retuned.retune(0.0)
+
+
+def test_threshold_for_rate_follows_the_calibration() -> None:
+    at_default = cusum_module.threshold_for_rate(cusum_module.DEFAULT_RATE)
+    assert at_default == cusum_module.DEFAULT_THRESHOLD
+    # Ten times fewer alarms cost ln(10) / slope more threshold, rounded up to a quarter.
+    tenfold = cusum_module.threshold_for_rate(cusum_module.DEFAULT_RATE / 10)
+    step = math.log(10) / cusum_module.RATE_SLOPE
+    assert at_default + step <= tenfold < at_default + step + 0.25
+    assert cusum_module.threshold_for_rate(1.0, floor=20.0) == 20.0
+    with pytest.raises(ValueError, match="rate"):
+        cusum_module.threshold_for_rate(0.0)

@@ -70,6 +70,7 @@ _MAX_STEP = 4096
 _LOOP_STEP = 16
 
 DEFAULT_SHIFTS = (0.25, 0.5, 1.0, 2.0)
+DEFAULT_MIN_INSTANCES = 30
 DEFAULT_THRESHOLD = 14.0
 """Calibrated by ``bench/cusum_threshold.py``: with the default shifts, on
 no-drift streams standardised through their baseline CDF as the monitor does
@@ -78,6 +79,36 @@ over thresholds 9 to 12 reaches 0.035 per 100,000 points at 13.19, 13.30 and
 13.85 respectively; 14.0 is the largest, rounded up, and measured directly
 gives 0.015, 0.015 and 0.03 per 100,000 (the budget is 0.05). Discrete,
 tied values (the Poisson counts) set the threshold."""
+DEFAULT_RATE = 3e-7
+"""False alarms per point at ``DEFAULT_THRESHOLD``: the highest measured there
+(Poisson(3), 0.030 per 100,000)."""
+RATE_SLOPE = 0.95
+"""How fast the log of the alarm rate falls per unit of threshold. Fitted by
+``bench/cusum_threshold.py`` over thresholds 9 to 12: 1.06 (normal), 1.03
+(lognormal), 0.97 (Poisson(3)); Siegmund's approximation gives 1 for a
+log-likelihood-ratio chart. The least, rounded down, so that thresholds
+extrapolated from it err on the high side."""
+
+
+def threshold_for_rate(rate: float, floor: float = DEFAULT_THRESHOLD) -> float:
+    """The default-shift threshold at which no-drift alarms come at most ``rate`` per point.
+
+    Extrapolated from the measured rate at ``DEFAULT_THRESHOLD`` along the
+    fitted slope and rounded up to a quarter (so thresholds are few and
+    readable); never below ``floor``.
+
+    >>> threshold_for_rate(DEFAULT_RATE)
+    14.0
+    >>> threshold_for_rate(1e-10)
+    22.5
+    >>> threshold_for_rate(1e-3)
+    14.0
+    """
+    if not rate > 0.0:
+        msg = f"rate must be > 0, got {rate!r}"
+        raise ValueError(msg)
+    raw = DEFAULT_THRESHOLD + math.log(DEFAULT_RATE / rate) / RATE_SLOPE
+    return max(floor, math.ceil(raw * 4 - 1e-9) / 4)
 
 
 class CUSUM:
@@ -152,7 +183,7 @@ class CUSUM:
         self,
         shifts: Sequence[float] = DEFAULT_SHIFTS,
         threshold: float = DEFAULT_THRESHOLD,
-        min_instances: int = 30,
+        min_instances: int = DEFAULT_MIN_INSTANCES,
     ) -> None:
         _check_params(shifts, threshold, min_instances)
         self._shifts = tuple(float(d) for d in shifts)
@@ -170,6 +201,16 @@ class CUSUM:
     def threshold(self) -> float:
         """The detection threshold (read-only: the charts' limits are derived from it)."""
         return self._threshold
+
+    def retune(self, threshold: float) -> None:
+        """Change the threshold, keeping the charts: it applies from the next point.
+
+        The charts do not depend on the threshold (only the limits they are
+        compared with do), so nothing else changes.
+        """
+        _check_params(self._shifts, threshold, self.min_instances)
+        self._threshold = float(threshold)
+        self._grid = _grid(self._shifts, self._threshold)
 
     def _reset(self) -> None:
         # The running state is one packed record (see _Grid), so that banks of
