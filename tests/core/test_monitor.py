@@ -1,3 +1,4 @@
+import base64
 import json
 import math
 import re
@@ -177,6 +178,52 @@ def test_bad_state_is_refused_with_a_reason(baseline):
         ModelMonitor.from_state(settings, baseline, state)
 
 
+def test_recent_values_are_packed_and_older_lists_still_load(baseline):
+    settings = settings_from_baseline(baseline)
+    ts, columns, _ = stream(6000, 3000, seed=83)
+    monitor = ModelMonitor(settings, baseline)
+    feed(monitor, ts, columns, [])
+    state = json.loads(json.dumps(monitor.to_state()))
+    packed = state["features"]["amount"]["recent"]
+    steps = np.frombuffer(base64.b64decode(packed), dtype="<i2")
+    assert len(steps) == 64 and np.array_equal(steps / 4096, monitor.watches["amount"].recent)
+    # A state saved before the packing held a list of integer steps.
+    state["features"]["amount"]["recent"] = steps.tolist()
+    restored = ModelMonitor.from_state(settings, baseline, state)
+    assert restored.to_state() == monitor.to_state()
+    for bad, problem in [
+        ("not base64!", "base64 of at most 64"),
+        (base64.b64encode(b"abc").decode(), "whole int16 values"),
+        (base64.b64encode(np.full(65, 1, "<i2").tobytes()).decode(), "at most 64 values"),
+        (base64.b64encode(np.full(3, 9000, "<i2").tobytes()).decode(), "beyond"),
+    ]:
+        state["features"]["amount"]["recent"] = bad
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            ModelMonitor.from_state(settings, baseline, state)
+
+
+def test_page_hinkley_floats_are_packed_and_older_states_still_load(baseline):
+    settings = settings_from_baseline(baseline)
+    fresh = ModelMonitor(settings, baseline).to_state()  # min_increase is None before any value
+    assert ModelMonitor.from_state(settings, baseline, fresh).to_state() == fresh
+    ts, columns, _ = stream(6000, 3000, seed=84)
+    monitor = ModelMonitor(settings, baseline)
+    feed(monitor, ts, columns, [])
+    state = json.loads(json.dumps(monitor.to_state()))
+    saved = state["features"]["amount"]["detectors"]["page_hinkley"]
+    full = monitor.watches["amount"].detectors["page_hinkley"].to_state()
+    assert set(saved) == {"kind", "version", "n_seen", "running", "drift_detected"}
+    assert np.frombuffer(base64.b64decode(saved["running"]), "<f8")[1] == full["sum"]
+    # A state saved before the packing held the named floats.
+    older = {key: full[key] for key in full if key not in ("min_instances", "delta", "threshold")}
+    del older["alpha"], older["mode"]
+    state["features"]["amount"]["detectors"]["page_hinkley"] = older
+    assert ModelMonitor.from_state(settings, baseline, state).to_state() == monitor.to_state()
+    state["features"]["amount"]["detectors"]["page_hinkley"] = {**saved, "running": "AAAA"}
+    with pytest.raises(ValueError, match="base64 of 8 float64 values"):
+        ModelMonitor.from_state(settings, baseline, state)
+
+
 def test_huge_finite_values_leave_a_state_that_loads_and_continues(baseline):
     # 1e200 squared is not a finite double; JSON writers turn inf into null.
     settings = settings_from_baseline(baseline)
@@ -267,5 +314,5 @@ def test_committed_state_of_a_reference_monitor_stays_within_32_kb():
     for start in range(0, 200_000, 20_000):
         monitor.update(whole.slice(start, start + 20_000))
     # ADWIN adds about 100 bytes per numeric column each time its window
-    # doubles; 200,000 events leave about 3 KB of room (README, Performance).
+    # doubles; 200,000 events leave about 4 KB of room (README, Performance).
     assert len(orjson.dumps(monitor.to_state())) <= 32 * 1024

@@ -256,7 +256,7 @@ def monitor_case(kind: str) -> Stateful:
         # ADWIN's window grows with log2 of its width on a stable stream.
         growth=4_000,
         data_maps=("features", "features.*.detectors", "*.open", "*.counts"),
-        signed=("clock.index", "features.*.recent*"),
+        signed=("clock.index",),
         skip=tuple(f"features.{name}*" for name in others),
     )
 
