@@ -181,3 +181,31 @@ def test_without_a_budget_the_cusum_keeps_the_configured_threshold(wide):
     assert cusum_thresholds(budgeted) != {CUSUM_THRESHOLD}
     restored = ModelMonitor.from_state(settings, wide, budgeted.to_state())
     assert cusum_thresholds(restored) == {CUSUM_THRESHOLD}
+
+
+def test_the_budgeted_cusum_switches_threshold_on_the_same_event_however_batched(wide):
+    budget = Budget(false_alarms_per_day=0.1)
+    names = list(wide.features)[:4]
+    settings = settings_from_baseline(wide, window=WindowSettings(size=1000), budget=budget)
+    settings = replace(settings, features=tuple(f for f in settings.features if f.name in names))
+    rng = np.random.default_rng(11)
+    n = 6000
+    # 20 events/s, then 2,000/s from event 2,000 (the threshold steps up), and
+    # a 0.7 sd shift from event 3,500 that the CUSUM catches.
+    ts = np.concatenate([np.arange(2000) * 0.05, 100 + np.arange(n - 2000) * 0.0005])
+    columns = {name: rng.normal(size=n) + 0.7 * (np.arange(n) >= 3500) for name in names}
+    whole = ModelMonitor(settings, wide)
+    expected = whole.update(Batch(ts, columns))
+    split, found, start = ModelMonitor(settings, wide), [], 0
+    for stop in (700, 1999, 2000, 2001, 3100, 3600, 4999, n):
+        part = Batch(ts[start:stop], {k: v[start:stop] for k, v in columns.items()})
+        found += [replace(f, row=f.row + start) for f in split.update(part)]
+        split = ModelMonitor.from_state(settings, wide, json.loads(json.dumps(split.to_state())))
+        start = stop
+    assert found == expected
+    assert split.to_state() == whole.to_state()
+    cusum = [f for f in expected if f.detector == "cusum" and f.kind == "drift"]
+    assert {f.feature for f in cusum} == set(names)
+    # Each alert reports the threshold it was judged at: raised by the fast traffic.
+    assert all(f.threshold > CUSUM_THRESHOLD for f in cusum)
+    assert cusum_thresholds(whole) == {cusum[0].threshold}

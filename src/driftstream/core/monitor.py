@@ -37,6 +37,7 @@ Two kinds of evidence, complementary on purpose:
 from __future__ import annotations
 
 import base64
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -244,12 +245,6 @@ class FeatureWatch:
             self.previous = self.sketch.copy()
         self.sketch.reset()
         self.outside = 0
-
-    def retune(self, threshold: float) -> None:
-        """Set the CUSUM's threshold, if this column runs one."""
-        detector = self.detectors.get(CUSUM_NAME)
-        if isinstance(detector, CUSUM) and detector.threshold != threshold:
-            detector.retune(threshold)
 
     def standardised(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The baseline CDF of each value, centred and scaled to unit variance.
@@ -473,12 +468,21 @@ class ModelMonitor:
         return sorted(findings, key=lambda finding: finding.row)
 
     def _detected(
-        self, watch: FeatureWatch, fed: Fed, positions: Mapping[str, IntArray], batch: Batch
+        self,
+        watch: FeatureWatch,
+        fed: Fed,
+        positions: Mapping[str, IntArray],
+        batch: Batch,
+        stretches: Mapping[str, list[Stretch]],
     ) -> list[Finding]:
-        """Findings of one column's detectors, from the positions where each fired."""
+        """Findings of one column's detectors, from the positions where each fired.
+
+        ``stretches`` give a CUSUM's thresholds over the batch, where the
+        budget moved it; other detectors report their fixed threshold.
+        """
         findings = []
         for name, detector in watch.detectors.items():
-            threshold = _detector_threshold(detector)
+            fixed = _detector_threshold(detector)
             key = f"{watch.feature.name}|{name}"
             detections = (self.events + fed.rows[positions[name]]).tolist()
             for kind, position in self.detector_episodes.advance(
@@ -487,6 +491,7 @@ class ModelMonitor:
                 row = position - self.events
                 stop = len(fed.recent) - fed.count + _rank(fed.rows, row)
                 level = _recent_mean(fed.recent, stop)
+                threshold = _threshold_at(stretches.get(name, []), _rank(fed.rows, row) - 1, fixed)
                 findings.append(
                     self._detector_finding(kind, watch, name, level, threshold, batch, row)
                 )
@@ -533,9 +538,30 @@ class ModelMonitor:
                 findings += self._judge(watch, bounds, batch, trigger, level)
                 findings += self._judge_quality(watch, bounds, batch, trigger, level)
             watch.roll(min_count, self.settings.compare_previous)
-            if level is not None and bounds.count:
-                watch.retune(threshold_for_rate(level / bounds.count, watch.cusum_floor))
         return findings
+
+    def _cusum_changes(self, ts: npt.NDArray[np.float64]) -> list[tuple[int, float]]:
+        """(batch row, threshold): what each window this batch closes sets for the rows after it.
+
+        With a budget, a closed window's test level, shared over its
+        events, sets the CUSUMs' threshold for the next window (never below
+        the configured one). The detectors run before the windows close, so
+        the closes are found here first, on a copy of the clock: the switch
+        then falls on the same event however the stream is batched.
+        """
+        budget = self.settings.budget
+        if budget is None or not any(CUSUM_NAME in f.detectors for f in self.settings.features):
+            return []
+        clock, changes = copy.copy(self.clock), []
+        floor = float(self.settings.cusum["threshold"])  # type: ignore[arg-type]
+        for segment in clock.plan(ts):
+            clock.add(ts[segment.start : segment.stop])
+            if segment.closes:
+                bounds = clock.close()
+                if bounds.count:
+                    level = budget.level(window_tests(self.settings), bounds.end - bounds.start)
+                    changes.append((segment.stop, threshold_for_rate(level / bounds.count, floor)))
+        return changes
 
     def _judge(
         self, watch: FeatureWatch, bounds: Bounds, batch: Batch, row: int, level: float | None
@@ -701,10 +727,10 @@ def update_monitors(work: Sequence[tuple[ModelMonitor, Batch]]) -> list[list[Fin
     adwin_values: list[npt.NDArray[np.float64]] = []
     hinkleys: list[PageHinkley] = []
     hinkley_values: list[npt.NDArray[np.float64]] = []
-    cusums: list[CUSUM] = []
-    cusum_values: list[npt.NDArray[np.float64]] = []
-    for (monitor, _), cols in zip(work, columns, strict=True):
+    cusums: list[tuple[CUSUM, npt.NDArray[np.float64], list[Stretch]]] = []
+    for (monitor, batch), cols in zip(work, columns, strict=True):
         fed.append({})
+        changes = monitor._cusum_changes(batch.ts)
         for name, watch in monitor.watches.items():
             if not watch.detectors:
                 continue
@@ -714,24 +740,80 @@ def update_monitors(work: Sequence[tuple[ModelMonitor, Batch]]) -> list[list[Fin
                     adwins.append(detector)
                     adwin_values.append(column_fed.z)
                 elif isinstance(detector, CUSUM):
-                    cusums.append(detector)
-                    cusum_values.append(column_fed.z)
+                    stretches = _stretches(detector.threshold, changes, column_fed)
+                    cusums.append((detector, column_fed.z, stretches))
                 else:
                     hinkleys.append(detector)
                     hinkley_values.append(column_fed.z)
     found = dict(zip(map(id, adwins), update_adwins(adwins, adwin_values), strict=True))
     hits = update_page_hinkleys(hinkleys, hinkley_values)
     found.update(zip(map(id, hinkleys), hits, strict=True))
-    found.update(zip(map(id, cusums), update_cusums(cusums, cusum_values), strict=True))
+    found.update(_run_cusums(cusums))
+    stretched = {id(detector): stretches for detector, _, stretches in cusums}
     results = []
     for (monitor, batch), cols, monitor_fed in zip(work, columns, fed, strict=True):
         detected: list[Finding] = []
         for name, column_fed in monitor_fed.items():
             watch = monitor.watches[name]
             positions = {d: found[id(detector)] for d, detector in watch.detectors.items()}
-            detected += monitor._detected(watch, column_fed, positions, batch)
+            thresholds = {
+                d: stretched[id(detector)]
+                for d, detector in watch.detectors.items()
+                if id(detector) in stretched
+            }
+            detected += monitor._detected(watch, column_fed, positions, batch, thresholds)
         results.append(monitor._finish(batch, cols, detected))
     return results
+
+
+Stretch = tuple[int, int, float]
+"""Values ``[start, stop)`` of a column a CUSUM judges at one threshold."""
+
+
+def _stretches(current: float, changes: list[tuple[int, float]], fed: Fed) -> list[Stretch]:
+    """A CUSUM's column cut where its threshold changes (``changes`` are in batch rows)."""
+    stretches, start = [], 0
+    for row, threshold in changes:
+        if threshold != current:
+            stop = int(np.searchsorted(fed.rows, row))
+            stretches.append((start, stop, current))
+            start, current = stop, threshold
+    stretches.append((start, fed.count, current))
+    return stretches
+
+
+def _run_cusums(
+    work: Sequence[tuple[CUSUM, npt.NDArray[np.float64], list[Stretch]]],
+) -> dict[int, IntArray]:
+    """Every CUSUM over its column, one bank pass per stretch; detections by ``id``.
+
+    Most batches have one stretch per detector: the threshold changes only
+    when the traffic's rate moves it by a quarter or more.
+    """
+    found: dict[int, list[IntArray]] = {id(detector): [] for detector, _, _ in work}
+    for step in range(max((len(stretches) for _, _, stretches in work), default=0)):
+        detectors, columns, starts = [], [], []
+        for detector, z, stretches in work:
+            if step < len(stretches):
+                start, stop, threshold = stretches[step]
+                if detector.threshold != threshold:
+                    detector.retune(threshold)
+                detectors.append(detector)
+                columns.append(z[start:stop])
+                starts.append(start)
+        for detector, hits, start in zip(
+            detectors, update_cusums(detectors, columns), starts, strict=True
+        ):
+            found[id(detector)].append(hits + start)
+    return {key: np.concatenate(parts) for key, parts in found.items()}
+
+
+def _threshold_at(stretches: list[Stretch], index: int, fixed: float) -> float:
+    """The threshold a value of a column was judged at: its stretch's, else ``fixed``."""
+    for start, stop, threshold in stretches:
+        if start <= index < stop:
+            return threshold
+    return stretches[-1][2] if stretches else fixed
 
 
 def _profile_for(feature: FeatureSettings, profiles: Mapping[str, Profile]) -> Profile:
