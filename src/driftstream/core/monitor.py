@@ -60,6 +60,7 @@ from driftstream.core.detectors import (
 )
 from driftstream.core.detectors._state import canonical_base64
 from driftstream.core.detectors.cusum import threshold_for_rate
+from driftstream.core.detectors.page_hinkley import RUNNING_FLOATS
 from driftstream.core.episodes import DetectorEpisodes, WindowEpisodes
 from driftstream.core.findings import BASELINE, DRIFT, PREVIOUS_WINDOW, RESOLVED, Finding, Reading
 from driftstream.core.quality import (
@@ -358,21 +359,12 @@ _PARAMETERS = {
     ADWIN_NAME: ("delta", "clock", "max_buckets", "min_window_length", "grace_period"),
     PAGE_HINKLEY: ("min_instances", "delta", "threshold", "alpha", "mode"),
     # A CUSUM's threshold is the one in effect, which the budget moves (see
-    # ModelMonitor._close_window), so it stays in the saved state.
+    # ModelMonitor._cusum_changes), so it stays in the saved state.
     CUSUM_NAME: ("shifts", "min_instances"),
 }
 # Page-Hinkley's running floats, saved as one base64 string of float64 values
 # (``running``): as JSON numbers they took 2.1 KB of a 12-column monitor.
-_PACKED_FLOATS = (
-    "shift",
-    "sum",
-    "base_increase",
-    "base_decrease",
-    "acc_increase",
-    "acc_decrease",
-    "min_increase",  # None (nothing seen yet) is saved as +inf
-    "max_decrease",
-)
+_PACKED_FLOATS = RUNNING_FLOATS  # min_increase None is saved as +inf
 
 
 def _running(name: str, detector: Detector) -> dict[str, Any]:

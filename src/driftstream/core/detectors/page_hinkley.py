@@ -28,18 +28,18 @@ from driftstream.core.detectors._state import (
 
 _MODES = ("up", "down", "both")
 _PARAMS = ("min_instances", "delta", "threshold", "alpha", "mode")
-_RUNNING = (
-    "n_seen",
+RUNNING_FLOATS = (
     "shift",
     "sum",
     "base_increase",
     "base_decrease",
     "acc_increase",
     "acc_decrease",
-    "min_increase",
+    "min_increase",  # None until a value is seen
     "max_decrease",
-    "drift_detected",
 )
+"""The running state's floating-point values, in the order monitors pack them."""
+_RUNNING = ("n_seen", *RUNNING_FLOATS, "drift_detected")
 # Powers of alpha and of 1/alpha stay within a factor 2 inside a block, so
 # solving the faded sums per block loses no more than a bit of precision.
 _MAX_BLOCK = 4096

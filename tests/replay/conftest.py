@@ -1,6 +1,0 @@
-"""The replay tests reuse the runtime tests' traffic and config helpers."""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
