@@ -9,11 +9,17 @@ containers; without it, the container-only module is not collected.
 
 import gc
 import os
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from driftstream.runtime.services import kafka_service, redis_service
+
+# The runtime tests' in-memory broker, traffic and config helpers (fakes.py,
+# pipeline.py) serve the replay, integration and deploy tests too.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))
 
 
 def pytest_addoption(parser):

@@ -36,10 +36,13 @@ from driftstream.datasets import build_profile_from_file
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from driftstream.runtime.health import Health
     from driftstream.runtime.metrics import Server
 
 USER_ERROR = 2
 SERVICE_ERROR = 1
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class UsageError(Exception):
@@ -50,8 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Imported here so `driftstream --help` and `baseline` stay quick.
+    from driftstream.runtime.logs import configure
     from driftstream.runtime.services import ServiceError
 
+    configure(args.log_level or args.default_log_level, args.log_format)
     try:
         result: int = args.handler(args)
     except (UsageError, ConfigError, BaselineError, FileNotFoundError) as error:
@@ -60,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServiceError as error:
         print(f"driftstream: error: {error}", file=sys.stderr)
         return SERVICE_ERROR
+    except KeyboardInterrupt:
+        print("driftstream: interrupted", file=sys.stderr)
+        return INTERRUPTED
     return result
 
 
@@ -73,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"driftstream {__version__}")
+    _add_log_options(parser, default=None)
+    parser.set_defaults(default_log_level="INFO")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands)
     _add_demo(commands)
@@ -81,7 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline(commands)
     _add_validate_config(commands)
     _add_topics(commands)
+    _add_traffic(commands)
+    _add_services(commands)
     return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--log-format and --log-level, before the command or (``default`` SUPPRESS) after it."""
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text" if default is None else default,
+        help="log lines as text, or as JSON objects for log shippers (default: text)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=default,
+        help="log verbosity (default: INFO; WARNING for demo and replay)",
+    )
 
 
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,12 +124,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     parser.add_argument("--config", required=True, type=Path, help="the YAML config file")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity (default: INFO)",
-    )
+    _add_log_options(parser, default=argparse.SUPPRESS)
     parser.set_defaults(handler=run_worker)
 
 
@@ -155,7 +178,8 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         action="store_true",
         help="print each alert as published (one JSON line), then a summary line",
     )
-    parser.set_defaults(handler=run_demo_command)
+    _add_log_options(parser, default=argparse.SUPPRESS)
+    parser.set_defaults(handler=run_demo_command, default_log_level="WARNING")
 
 
 def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -214,7 +238,8 @@ def _add_replay(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="records per micro-batch (default: the config's kafka.batch_size)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress line on the terminal")
-    parser.set_defaults(handler=run_replay_command)
+    _add_log_options(parser, default=argparse.SUPPRESS)
+    parser.set_defaults(handler=run_replay_command, default_log_level="WARNING")
 
 
 def run_replay_command(args: argparse.Namespace) -> int:
@@ -237,7 +262,6 @@ def run_replay_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         quiet=args.quiet,
     )
-    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     try:
         outcome = replay(options)
     except (SourceError, SweepError, IncidentError) as error:
@@ -384,6 +408,13 @@ def _add_validate_config(commands: argparse._SubParsersAction[argparse.ArgumentP
             "Validate a YAML config: every key and value, every model's baseline file, "
             "and every feature override against its baseline. Exits 2 naming the bad key."
         ),
+        epilog=(
+            "Every command reads DRIFTSTREAM__* environment variables over the file's keys "
+            "(DRIFTSTREAM__REDIS__PASSWORD sets redis.password; a librdkafka property's dots "
+            "are single underscores: DRIFTSTREAM__KAFKA__CLIENT__SASL_PASSWORD), and a secret "
+            "from a file as <key>_file (DRIFTSTREAM__KAFKA__CLIENT__SASL_PASSWORD_FILE). This "
+            "command lists the keys the environment set, never their values."
+        ),
     )
     parser.add_argument("config", type=Path, help="the YAML config file")
     parser.set_defaults(handler=run_validate_config)
@@ -448,6 +479,11 @@ def run_validate_config(args: argparse.Namespace) -> int:
             if labels.reference is not None:
                 judged = f"{len(labels.performance.judged_metrics())} metrics judged"
             print(f"{model_id}: labels joined ({labels.performance.task}; {judged})")
+    from driftstream.config import environment_keys
+
+    # Which keys the environment set, never their values.
+    for key, variable in environment_keys(args.config, os.environ).items():
+        print(f"{key}: set by {variable}")
     print(f"{args.config}: ok")
     return 0
 
@@ -456,19 +492,19 @@ def run_worker(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     from driftstream.runtime.app import build_worker
+    from driftstream.runtime.health import Health, liveness_seconds, probes_for
     from driftstream.runtime.metrics import serve
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     log = logging.getLogger("driftstream")
     config = load_config(args.config)
     registry = CollectorRegistry()
-    worker = build_worker(config, registry)
+    health = Health(liveness_seconds(config), probes_for(config))
+    worker = build_worker(config, registry, health)
     server = None
     if config.metrics.port:
-        server = _serve_metrics(serve, registry, config)
-        log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.port)
+        server = _serve_metrics(serve, registry, config, health)
+        base = server.url.removesuffix("/metrics")
+        log.info("metrics on %s/metrics, health on %s/healthz and %s/readyz", base, base, base)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -494,16 +530,17 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def _serve_metrics(
-    serve: Callable[[CollectorRegistry, str, int], Server],
+    serve: Callable[[CollectorRegistry, str, int, Health], Server],
     registry: CollectorRegistry,
     config: Config,
+    health: Health,
 ) -> Server:
-    """Start the metrics endpoint, or say in one line why it cannot start."""
+    """Start the metrics and health endpoint, or say in one line why it cannot start."""
     from driftstream.runtime.services import ServiceError
 
     host, port = config.metrics.host, config.metrics.port
     try:
-        return serve(registry, host, port)
+        return serve(registry, host, port, health)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             msg = (
@@ -528,6 +565,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         msg = f"--concept-at {concept_at} must lie between 0 and --events {args.events}"
         raise UsageError(msg)
     labels = None if args.no_labels else concept_at
+    _interrupt_on_termination()  # so the embedded services stop and their folders go
     return run_demo(
         args.events, drift_at, args.seed, args.json, os.environ, concept_at=labels, save=args.save
     )
@@ -542,6 +580,149 @@ def run_topics_create(args: argparse.Namespace) -> int:
     for topic, result in outcome.items():
         print(f"{topic}: {result}")
     return 1 if any(r.startswith("failed") for r in outcome.values()) else 0
+
+
+def _add_traffic(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "traffic",
+        help="produce the demo's synthetic traffic to a running Kafka (for trying a deployment)",
+        description=(
+            "Produce prediction events from the demo's fraud generator to the config's "
+            "predictions topic at a steady rate (event time: now), for every model of the config "
+            "or those given with --model, with a drift of amount, latency_ms and country from "
+            "event --drift-at on. Models with a labels section also get labels, after a random "
+            "delay; a tenth never come. SIGTERM or Ctrl-C stops it cleanly. "
+            "--write-baselines instead writes each model's baseline, profiled from the same "
+            "generator's training data, to the path the config names (existing files are kept)."
+        ),
+    )
+    parser.add_argument("--config", required=True, type=Path, help="the YAML config file")
+    parser.add_argument(
+        "--events", type=int, default=0, help="prediction events to send (default: 0, no end)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="events per second, all models (default: 100)"
+    )
+    parser.add_argument(
+        "--drift-at",
+        type=int,
+        default=None,
+        help="index of the first drifted event (default: half of --events; none with no end)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="MODEL_ID",
+        help="a model of the config to produce for; repeatable (default: every model)",
+    )
+    parser.add_argument("--no-labels", action="store_true", help="send no labels")
+    parser.add_argument(
+        "--label-delay",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="mean delay from a prediction to its label (default: 30)",
+    )
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    parser.add_argument(
+        "--write-baselines",
+        action="store_true",
+        help="write the models' baselines where the config names them, then exit",
+    )
+    parser.set_defaults(handler=run_traffic_command)
+
+
+def run_traffic_command(args: argparse.Namespace) -> int:
+    from driftstream.traffic import run_traffic
+
+    if args.events < 0:
+        msg = f"--events must be 0 (no end) or more, got {args.events}"
+        raise UsageError(msg)
+    if not 0 < args.rate < float("inf"):
+        msg = f"--rate must be a positive number of events per second, got {args.rate}"
+        raise UsageError(msg)
+    if not 0 <= args.label_delay < float("inf"):
+        msg = f"--label-delay must be 0 or more seconds, got {args.label_delay}"
+        raise UsageError(msg)
+    drift_at = args.drift_at
+    if drift_at is None and args.events:
+        drift_at = args.events // 2
+    if drift_at is not None and drift_at < 0:
+        msg = f"--drift-at must be 0 or more, got {drift_at}"
+        raise UsageError(msg)
+    return run_traffic(
+        args.config,
+        args.events,
+        args.rate,
+        drift_at,
+        args.model,
+        labels=not args.no_labels,
+        label_delay=args.label_delay,
+        seed=args.seed,
+        baselines_only=args.write_baselines,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _add_services(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "services",
+        help="start an embedded Kafka-compatible broker and Redis for development",
+        description=(
+            "Start an embedded Kafka-compatible broker (Tansu, topics in memory) and a private "
+            "Redis (nothing on disk) on loopback ports, print their addresses and the config "
+            "keys `driftstream run --config` needs to use them, and keep them up until Ctrl-C "
+            "or SIGTERM; then stop both and remove their temporary folders."
+        ),
+    )
+    for name in ("kafka", "redis"):
+        parser.add_argument(
+            f"--{name}-port",
+            type=int,
+            default=0,
+            metavar="PORT",
+            help=f"the {name.capitalize()} port on 127.0.0.1 (default: a free one)",
+        )
+    _add_log_options(parser, default=argparse.SUPPRESS)
+    parser.set_defaults(handler=run_services_command)
+
+
+def run_services_command(args: argparse.Namespace) -> int:
+    from driftstream.runtime.services import local_services, port_taken
+
+    for option, port in (("--kafka-port", args.kafka_port), ("--redis-port", args.redis_port)):
+        if not 0 <= port <= 65535:
+            msg = f"{option} {port} is not a port: give 1-65535, or 0 for a free one"
+            raise UsageError(msg)
+        if port and port_taken(port):
+            msg = f"{option} {port} on 127.0.0.1 is in use: stop what holds it or choose another"
+            raise UsageError(msg)
+    if args.kafka_port and args.kafka_port == args.redis_port:
+        msg = f"--kafka-port and --redis-port are both {args.kafka_port}: give two ports"
+        raise UsageError(msg)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
+    print("starting embedded Kafka (Tansu) and Redis ...", file=sys.stderr, flush=True)
+    with local_services(os.environ, args.kafka_port, args.redis_port) as services:
+        print(services.describe(), flush=True)
+        print("up; Ctrl-C stops both and removes their folders", file=sys.stderr, flush=True)
+        services.wait(stop)
+        print("stopping ...", file=sys.stderr, flush=True)
+    print("stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP unwind like Ctrl-C: every ``with`` block cleans up on the way out."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
 
 
 def _parse_kinds(items: list[str]) -> dict[str, str]:

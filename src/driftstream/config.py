@@ -1,22 +1,40 @@
 """The YAML config, validated into frozen pydantic models.
 
 A bad config fails early with the path of the bad key, e.g.
-``models.fraud.window.size: Input should be greater than 0``. Nothing here
-reads the environment: every value comes from the file or from defaults,
-and each default is documented where it is defined (the core's
-``settings`` and ``stats`` modules give their sources).
+``models.fraud.window.size: Input should be greater than 0``. Every value
+comes from the file, from a ``DRIFTSTREAM__`` environment variable (which
+wins; ``config_env`` gives the mapping), from a secret's ``<key>_file``, or
+from defaults, and each default is documented where it is defined (the
+core's ``settings`` and ``stats`` modules give their sources).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from driftstream.config_env import (
+    OverrideError,
+    Overrides,
+    merge,
+    read_environment,
+    read_secret_files,
+)
 from driftstream.contract import MAX_LABEL_BYTES, REASONS
 from driftstream.core import stats
 from driftstream.core.anomaly import MAX_RATE
@@ -295,7 +313,12 @@ class ModelConfig(Frozen):
 
 
 ClientValue = str | int | float | bool | SecretStr
-SECRET_WORDS = ("password", "secret", "token", "key.pem", "private")
+# sasl.oauthbearer.config can carry a client secret among its name=value pairs.
+SECRET_WORDS = ("password", "secret", "token", "key.pem", "private", "oauthbearer.config")
+# librdkafka's sasl.mechanisms (alias sasl.mechanism), CONFIGURATION.md: exactly
+# one of these, spelled so. librdkafka itself accepts any SCRAM-SHA-* at start-up
+# and ignores the key without a SASL security.protocol.
+SASL_MECHANISMS = ("GSSAPI", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 CONSUMER_ONLY = (
     "session.timeout.ms",
     "heartbeat.interval.ms",
@@ -334,8 +357,10 @@ class KafkaConfig(Frozen):
 
     ``client`` passes through to confluent-kafka (librdkafka) unchanged:
     ``bootstrap.servers``, ``security.protocol``, ``sasl.*``, ``ssl.*`` and
-    the rest. Values whose key names a password or secret are kept as
-    ``SecretStr`` so they never show up in logs or reprs.
+    the rest. Values whose key names a password or secret, and values read
+    from a ``<key>_file``, are kept as ``SecretStr`` so they never show up in
+    logs, reprs or error messages. In the environment a property's dots are
+    single underscores: ``DRIFTSTREAM__KAFKA__CLIENT__SASL_PASSWORD``.
     """
 
     client: dict[str, ClientValue] = {"bootstrap.servers": "127.0.0.1:9092"}
@@ -394,6 +419,7 @@ def check_client_settings(kafka: KafkaConfig) -> None:
     broker list, so nothing connects: librdkafka checks every key and value
     when a client is built, long before it would use them.
     """
+    check_sasl_mechanism(kafka)
     settings = kafka.client_settings()
     offline: dict[str, str | int | float | bool] = {"log_level": 0}
     offline.update({k: v for k, v in settings.items() if k not in BROKER_LIST_KEYS})
@@ -401,11 +427,47 @@ def check_client_settings(kafka: KafkaConfig) -> None:
     if problem is not None:
         key = _blamed_key(problem, offline, kafka.group_id)
         where = "kafka.client" if key is None else f"kafka.client.{key}"
-        msg = f"{where}: {problem}"
+        msg = f"{where}: {_without_secrets(problem, kafka)}"
         raise ConfigError(msg)
     if not any(str(settings.get(key, "")).strip() for key in BROKER_LIST_KEYS):
         msg = "kafka.client.bootstrap.servers: missing; list the brokers, e.g. 'kafka-1:9092'"
         raise ConfigError(msg)
+
+
+def check_sasl_mechanism(
+    kafka: KafkaConfig, where: Callable[[Sequence[object]], str] | None = None
+) -> None:
+    """Refuse a ``sasl.mechanism(s)`` librdkafka cannot use, naming the key and the choices.
+
+    ``where`` names a key for the message (the config's ``Overrides.where``
+    adds the environment variable that set it).
+    """
+    for key in ("sasl.mechanism", "sasl.mechanisms"):
+        value = kafka.client.get(key)
+        if value is None:
+            continue
+        mechanism = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if mechanism in SASL_MECHANISMS:
+            continue
+        loc = ("kafka", "client", key)
+        name = where(loc) if where is not None else ".".join(loc)
+        shown = "(the value read from its file)" if isinstance(value, SecretStr) else mechanism
+        hint = ""
+        if mechanism.upper() in SASL_MECHANISMS:
+            hint = f" (written in capitals: {mechanism.upper()})"
+        msg = (
+            f"{name}: Unsupported SASL mechanism: {shown}; give exactly one of "
+            f"{', '.join(SASL_MECHANISMS)}{hint}"
+        )
+        raise ConfigError(msg)
+
+
+def _without_secrets(text: str, kafka: KafkaConfig) -> str:
+    """``text`` with every secret client value masked (librdkafka may quote a value)."""
+    for value in kafka.client.values():
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            text = text.replace(value.get_secret_value(), "***")
+    return text
 
 
 def _client_refusal(settings: dict[str, str | int | float | bool], group_id: str) -> str | None:
@@ -451,22 +513,87 @@ def _blamed_key(
     return None
 
 
-class RedisConfig(Frozen):
-    """Where state, offsets and the alert outbox live."""
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
+class RedisConfig(Frozen):
+    """Where state, offsets and the alert outbox live.
+
+    ``password`` and ``username``, when given, replace those in ``url``, so
+    a password kept as a secret (``password_file``, or
+    ``DRIFTSTREAM__REDIS__PASSWORD``) need not be written into the URL;
+    every Redis client reads the URL with them in it.
+    """
+
+    url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
+    username: str | None = Field(default=None, min_length=1)
+    password: SecretStr | None = None
     key_prefix: str = Field(default="driftstream", pattern=r"^[A-Za-z0-9_.-]+$")
+    # true: redis.url names any node of a Redis Cluster (runtime/store.py's keys).
+    cluster: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_in_url(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        url, username, password = (
+            _revealed(data.get(key)) for key in ("url", "username", "password")
+        )
+        texts = all(isinstance(value, str | None) for value in (url, username, password))
+        if not texts or not (username or password):
+            return data  # nothing to add, or a wrong type that validation names
+        with_credentials = _url_with(url or DEFAULT_REDIS_URL, username or None, password or None)
+        return {**data, "url": SecretStr(with_credentials)}
+
+
+def _revealed(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def _url_with(url: str, username: str | None, password: str | None) -> str:
+    """``url`` with the user and password given replacing its own (percent-encoded)."""
+    parts = urlsplit(url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    old_user, colon, old_password = userinfo.partition(":")
+    user = old_user if username is None else quote(username, safe="")
+    secret = old_password if password is None else quote(password, safe="")
+    credentials = f"{user}:{secret}" if (secret or colon) else user
+    netloc = f"{credentials}@{host}" if credentials else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_redis_url(redis_config: RedisConfig) -> None:
     """Refuse a ``redis.url`` the Redis client cannot parse (scheme, port), naming the key."""
     import redis
 
+    url = redis_config.url.get_secret_value()
     try:
-        redis.ConnectionPool.from_url(redis_config.url.get_secret_value())
+        options = redis.ConnectionPool.from_url(url).connection_kwargs
     except ValueError as error:
-        msg = f"redis.url: {error}"
+        msg = f"redis.url: {_url_problem(url, error)}"
         raise ConfigError(msg) from None
+    if redis_config.cluster and ("path" in options or options.get("db", 0) != 0):
+        msg = (
+            "redis.url: with redis.cluster: true, give one node as redis://HOST:PORT "
+            "(or rediss://): a cluster is reached over TCP and has database 0 only"
+        )
+        raise ConfigError(msg)
+
+
+def _url_problem(url: str, error: ValueError) -> str:
+    """The parser's complaint, without any piece of the credentials in the URL."""
+    credentials = url.partition("//")[2].rpartition("@")[0]
+    if re.search(r"[/#?]", credentials):
+        # Not percent-encoded, they cut the URL short and the parser quotes the pieces.
+        return (
+            "the user or password holds a '/', '#' or '?': percent-encode it, "
+            "or give the password as redis.password"
+        )
+    why = str(error)
+    for piece in filter(None, re.split(r"[:@]", credentials)):
+        why = why.replace(piece, "***")
+    return why
 
 
 class MetricsConfig(Frozen):
@@ -481,6 +608,12 @@ class MetricsConfig(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
     max_series: int = Field(default=10_000, ge=1)
+    # /healthz fails once the worker loop has not finished an iteration for
+    # this long; null: 20 x kafka.batch_timeout_seconds, at least 60 s.
+    liveness_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # A progress line in the log (events/s, lag, alerts, dead letters) this
+    # often; 0 turns it off.
+    progress_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)
 
 
 class LimitsConfig(Frozen):
@@ -510,18 +643,50 @@ class Config(Frozen):
     alerts: AlertsConfig = AlertsConfig()
 
 
-def parse_config(data: Any, source: str = "config") -> Config:
-    """Validate already-parsed YAML/JSON data."""
+def parse_config(data: Any, source: str = "config", overrides: Overrides | None = None) -> Config:
+    """Validate already-parsed YAML/JSON data.
+
+    With ``overrides`` (what the environment set), a problem with a key a
+    variable set names the variable too.
+    """
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, source)) from None
+        raise ConfigError(_describe(error, source, overrides or Overrides())) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config; relative baseline paths follow the file."""
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML config, ``DRIFTSTREAM__`` variables winning over the file.
+
+    ``environ`` defaults to the process's environment; ``config_env`` gives
+    the variables' mapping and the secrets' ``<key>_file`` form. Relative
+    paths (baselines, secret files) follow the file.
+    """
     path = Path(path)
-    return baselines_from(parse_config(read_yaml(path), str(path)), path.parent)
+    data, overrides = read_config_data(path, environ)
+    config = parse_config(data, str(path), overrides)
+    check_sasl_mechanism(config.kafka, overrides.where)
+    return baselines_from(config, path.parent)
+
+
+def read_config_data(path: Path, environ: Mapping[str, str] | None = None) -> tuple[Any, Overrides]:
+    """A config file's data with the environment's on top and the secret files read.
+
+    Also returns what the environment set, for messages; ``load_config``
+    validates the data.
+    """
+    raw = read_yaml(path)
+    try:
+        overrides = read_environment(os.environ if environ is None else environ, Config, raw)
+        return read_secret_files(merge(raw, overrides), Config, overrides, path.parent), overrides
+    except OverrideError as error:
+        raise ConfigError(str(error)) from None
+
+
+def environment_keys(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The config keys ``DRIFTSTREAM__`` variables set (dotted key -> variable), no values."""
+    overrides = read_config_data(path, environ)[1]
+    return {".".join(key): name for key, name in overrides.variables.items()}
 
 
 def read_yaml(path: Path) -> Any:
@@ -693,9 +858,9 @@ def feature_kinds(model: ModelConfig) -> Mapping[str, str]:
     return {name: f.kind for name, f in model.features.items() if f.kind is not None}
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def _describe(error: ValidationError, source: str, overrides: Overrides) -> str:
+    # Only pydantic's message, never the input: the value may be a secret.
     lines = [f"{source}: {error.error_count()} problem(s)"]
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
+        lines.append(f"  {overrides.where(item['loc'])}: {item['msg']}")
     return "\n".join(lines)

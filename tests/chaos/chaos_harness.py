@@ -7,6 +7,7 @@ same set of alert ids, and every malformed record dead-lettered with its
 reason.
 """
 
+import functools
 import hashlib
 import random
 import shutil
@@ -19,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-import redis
 import yaml
 from confluent_kafka import Producer
 
@@ -41,7 +41,7 @@ from pipeline import (
 from driftstream.config import load_config
 from driftstream.runtime.alerts import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from driftstream.runtime.services import EmbeddedKafka, free_port
-from driftstream.runtime.store import PartitionStore, stores_for_group
+from driftstream.runtime.store import PartitionStore, open_client, stores_for_group
 
 MODELS = ("m0", "m1", "m2")
 MAX_BYTES = 20_000  # limits.max_message_bytes in the chaos configs, so "oversized" is cheap
@@ -199,10 +199,14 @@ class Traffic:
         }
 
 
-def chaos_config(path):
-    """Tighten a test config for chaos: small records limit, models m0..m2."""
+def chaos_config(path, cluster=False):
+    """Tighten a test config for chaos: small records limit, models m0..m2.
+
+    ``cluster``: its redis.url names a node of a Redis Cluster.
+    """
     document = yaml.safe_load(path.read_text())
     document["limits"] = {"max_message_bytes": MAX_BYTES}
+    document["redis"]["cluster"] = cluster
     path.write_text(yaml.safe_dump(document))
     return load_config(path)
 
@@ -224,9 +228,26 @@ def _plain(value):
     return value
 
 
+@functools.cache
+def _client(redis_url, cluster):
+    return open_client(redis_url, cluster=cluster)
+
+
+def store_client(redis_url, config):
+    """One client per Redis (or Redis Cluster) for the harness's many reads."""
+    return _client(redis_url, config.redis.cluster)
+
+
+def committed_of(redis_url, config):
+    """Records a run's group committed, over every unit and topic."""
+    prefix, group = config.redis.key_prefix, config.kafka.group_id
+    return committed(redis_url, prefix, group, client=store_client(redis_url, config))
+
+
 def outcome(bootstrap, redis_url, config, alerts_at_least=1):
     """What a run left: its snapshot, alert ids and dead letters by source."""
-    found = snapshot(redis_url, config.redis.key_prefix, config.kafka.group_id)
+    prefix, group = config.redis.key_prefix, config.kafka.group_id
+    found = snapshot(redis_url, prefix, group, client=store_client(redis_url, config))
     ids = alert_ids(read_topic(bootstrap, config.kafka.topics.alerts, alerts_at_least))
     letters = {}
     copies = 0
@@ -244,13 +265,12 @@ def outcome(bootstrap, redis_url, config, alerts_at_least=1):
 
 def wait_committed(redis_url, config, total, timeout, what):
     """Until ``total`` records are committed and, once all are, every outbox is relayed."""
-    prefix, group = config.redis.key_prefix, config.kafka.group_id
-    wait_for(lambda: committed(redis_url, prefix, group) >= total, timeout, what)
+    wait_for(lambda: committed_of(redis_url, config) >= total, timeout, what)
     wait_for(lambda: outbox_size(redis_url, config) == 0, 60, f"{what}: outbox relayed")
 
 
 def outbox_size(redis_url, config):
-    client = redis.Redis.from_url(redis_url)
+    client = store_client(redis_url, config)
     prefix, group = config.redis.key_prefix, config.kafka.group_id
     return sum(
         PartitionStore(client, prefix=prefix, group=group, partition=number).outbox_size()

@@ -3,7 +3,9 @@
 Labels flow in every scenario, so the join buffer, its counts and the
 performance alerts go through the same faults.
 
-Short by default (CI); ``--chaos-full`` runs the long form by hand::
+The kills run on a single Redis and on a Redis Cluster of three masters
+started here. Short by default (CI); ``--chaos-full`` runs the long form by
+hand::
 
     .venv/bin/python -m pytest tests/chaos --chaos-full
 """
@@ -21,13 +23,15 @@ from chaos_harness import (
     S3Storage,
     Traffic,
     chaos_config,
+    committed_of,
     digest,
     outcome,
     wait_committed,
 )
-from pipeline import committed, first_difference, run_in_thread, wait_for, write_config
+from pipeline import first_difference, run_in_thread, wait_for, write_config
 from test_outages import BACK, GONE, RedisProcess
 
+from driftstream.runtime.redis_cluster import LocalCluster
 from driftstream.runtime.services import EmbeddedKafka, find_tansu, free_port
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -35,7 +39,21 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 BAD_RECORDS = 10_000
 
 
-def configs(tmp_path, bootstrap, redis_url, name, batch_size=300):
+@pytest.fixture(scope="module")
+def redis_cluster():
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def store(request, redis_url):
+    """(redis.url, redis.cluster): the session's Redis, or a local Redis Cluster."""
+    if request.param == "redis":
+        return redis_url, False
+    return request.getfixturevalue("redis_cluster").url, True
+
+
+def configs(tmp_path, bootstrap, redis_url, name, batch_size=300, cluster=False):
     """The oracle's config and the chaos run's: same input topics, own group and outputs."""
     made = []
     for run in ("oracle", "chaos"):
@@ -50,7 +68,7 @@ def configs(tmp_path, bootstrap, redis_url, name, batch_size=300):
             inputs=f"{name}-in",
             labels=LABELS,
         )
-        made.append((path, chaos_config(path)))
+        made.append((path, chaos_config(path, cluster)))
     return made
 
 
@@ -93,12 +111,13 @@ def compare(scenario, seed, got, want, traffic):
     return copies
 
 
-def test_kills_and_a_zombie_under_malformed_traffic(
-    kafka_bootstrap, redis_url, unique, tmp_path, full
-):
+def test_kills_and_a_zombie_under_malformed_traffic(kafka_bootstrap, store, unique, tmp_path, full):
+    redis_url, cluster = store
     seed = random.randrange(1_000_000)
     kills = 30 if full else 10
-    (_, oracle_config), (path, config) = configs(tmp_path, kafka_bootstrap, redis_url, unique)
+    (_, oracle_config), (path, config) = configs(
+        tmp_path, kafka_bootstrap, redis_url, unique, cluster=cluster
+    )
     traffic = Traffic(config.kafka.topics, 30_000 if full else 6_000, BAD_RECORDS, seed)
     feeding = traffic.produce_in_background(kafka_bootstrap, 60 if full else 20)
     crew = Crew(path, 3, seed)
@@ -106,8 +125,7 @@ def test_kills_and_a_zombie_under_malformed_traffic(
         for _ in range(kills):
             time.sleep(crew.rng.uniform(0.3, 2.0))
             crew.kill_one()
-        prefix, group = config.redis.key_prefix, config.kafka.group_id
-        assert committed(redis_url, prefix, group) < len(traffic), "the kills came too late"
+        assert committed_of(redis_url, config) < len(traffic), "the kills came too late"
         zombie = crew.zombie(8)  # past the 6 s session timeout
         feeding.join()
         codes = settle(crew, redis_url, config, traffic, seed, timeout=300)

@@ -213,9 +213,12 @@ def alert_ids(messages):
     return {orjson.loads(m.value())["alert_id"] for m in messages}
 
 
-def snapshot(redis_url, prefix, group):
-    """Offsets and decoded monitor states of every partition unit of a group."""
-    client = redis.Redis.from_url(redis_url)
+def snapshot(redis_url, prefix, group, client=None):
+    """Offsets and decoded monitor states of every partition unit of a group.
+
+    ``client``, when given, reads instead of one made for ``redis_url`` (a cluster's).
+    """
+    client = client or redis.Redis.from_url(redis_url)
     result = {}
     for partition in stores_for_group(client, prefix=prefix, group=group):
         store = PartitionStore(client, prefix=prefix, group=group, partition=partition)
@@ -228,9 +231,9 @@ def snapshot(redis_url, prefix, group):
     return result
 
 
-def committed(redis_url, prefix, group):
-    """Total committed offsets over every unit and topic."""
-    client = redis.Redis.from_url(redis_url)
+def committed(redis_url, prefix, group, client=None):
+    """Total committed offsets over every unit and topic (``client``: as for snapshot)."""
+    client = client or redis.Redis.from_url(redis_url)
     total = 0
     for partition in stores_for_group(client, prefix=prefix, group=group):
         store = PartitionStore(client, prefix=prefix, group=group, partition=partition)

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from driftstream.config import Config, ConfigError, baselines_from, parse_config, read_yaml
+from driftstream.config import Config, ConfigError, baselines_from, parse_config, read_config_data
 
 __all__ = [
     "MAX_SETTINGS",
@@ -165,10 +165,11 @@ def load_settings(
 ) -> list[Setting]:
     """Read a YAML config as ``load_config`` does and expand the sweeps over it.
 
-    Baseline paths follow the config file, as with ``load_config``.
+    Baseline paths follow the config file, and ``DRIFTSTREAM__`` variables
+    and secret files apply, as with ``load_config``.
     """
     path = Path(path)
-    raw = read_yaml(path)
+    raw = read_config_data(path)[0]
     return expand(raw, sweeps, str(path), config_dir=path.parent, limit=limit)
 
 

@@ -12,9 +12,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from driftstream.config import Config, check_client_settings, check_redis_url
+from driftstream.runtime.health import Health
 from driftstream.runtime.metrics import Metrics
 from driftstream.runtime.models import load_models
 from driftstream.runtime.services import ServiceError, kafka_problem
+from driftstream.runtime.store import RedisClient, cluster_enabled, open_client
 from driftstream.runtime.worker import Worker
 
 KAFKA_TIMEOUT_SECONDS = 10
@@ -25,16 +27,23 @@ def masked(url: str) -> str:
     return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
 
 
-def connect_redis(config: Config) -> redis.Redis:
-    """A client for ``redis.url`` that has answered a PING, or a ServiceError saying why not."""
+def connect_redis(config: Config) -> RedisClient:
+    """A client for ``redis.url`` that has answered a PING, or a ServiceError saying why not.
+
+    With ``redis.cluster`` a Redis Cluster client, which finds every node
+    from the one in the URL; a node whose cluster mode is not the
+    setting's is refused, naming the setting.
+    """
     check_redis_url(config.redis)
-    url = config.redis.url.get_secret_value()
+    url, cluster = config.redis.url.get_secret_value(), config.redis.cluster
     # One quick retry at most: the worker pauses and retries with its own
     # backoff, and a long client-side retry would only delay a SIGTERM.
-    client = redis.Redis.from_url(
-        url, socket_timeout=5, socket_connect_timeout=3, retry=Retry(NoBackoff(), 1)
-    )
+    options = {"socket_timeout": 5, "socket_connect_timeout": 3, "retry": Retry(NoBackoff(), 1)}
     try:
+        enabled = cluster_enabled(url, **options)
+        if enabled is not None and enabled != cluster:
+            raise ServiceError(_cluster_mode_message(url, enabled))
+        client = open_client(url, cluster=cluster, **options)
         client.ping()
     except redis.AuthenticationError as error:
         raise ServiceError(_redis_auth_message(url, error)) from None
@@ -47,17 +56,32 @@ def connect_redis(config: Config) -> redis.Redis:
     return client
 
 
+def _cluster_mode_message(url: str, enabled: bool) -> str:
+    if enabled:
+        return (
+            f"Redis at {masked(url)} (redis.url) is a Redis Cluster node, and redis.cluster "
+            "is false: set redis.cluster: true (DRIFTSTREAM__REDIS__CLUSTER=true)."
+        )
+    return (
+        f"Redis at {masked(url)} (redis.url) is not in cluster mode, and redis.cluster is "
+        "true: set redis.cluster: false, or point redis.url at a node of the cluster."
+    )
+
+
 def _redis_auth_message(url: str, error: redis.RedisError) -> str:
     parts = urlsplit(url)
     if parts.password is None and not parts.username:
         # Redis's own words here are about the HELLO command, not the password.
-        problem = "the server requires a password and redis.url gives none"
+        problem = "the server requires a password and none is given"
+        fix = (
+            "Set redis.password (or DRIFTSTREAM__REDIS__PASSWORD; from a secret file: "
+            "redis.password_file or DRIFTSTREAM__REDIS__PASSWORD_FILE), or write it into "
+            "redis.url: redis://[USER]:PASSWORD@HOST:PORT/DB."
+        )
     else:
         problem = f"the server refused the user or password in redis.url ({_clause(error)})"
-    return (
-        f"Redis at {masked(url)} (redis.url): authentication failed: {problem}. "
-        "Put the credentials in redis.url: redis://[USER]:PASSWORD@HOST:PORT/DB."
-    )
+        fix = "Check redis.password and redis.username, or the credentials in redis.url."
+    return f"Redis at {masked(url)} (redis.url): authentication failed: {problem}. {fix}"
 
 
 def _clause(error: Exception) -> str:
@@ -129,14 +153,17 @@ def create_topics(config: Config) -> dict[str, str]:
     return outcome
 
 
-def build_worker(config: Config, registry: CollectorRegistry) -> Worker:
+def build_worker(
+    config: Config, registry: CollectorRegistry, health: Health | None = None
+) -> Worker:
     """Check the settings, load every model, check both services, and return a ready worker.
 
-    Each failure is one ConfigError or ServiceError naming what to fix.
+    Each failure is one ConfigError or ServiceError naming what to fix. ``health``,
+    when given, hears from the worker's loop (``/healthz``, ``/readyz``).
     """
     check_client_settings(config.kafka)
     models = load_models(config)
     client = connect_redis(config)
     check_kafka(config)
     metrics = Metrics(registry, max_features=config.limits.max_features)
-    return Worker(config, models, redis_client=client, metrics=metrics)
+    return Worker(config, models, redis_client=client, metrics=metrics, health=health)

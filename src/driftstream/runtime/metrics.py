@@ -1,5 +1,9 @@
 """Prometheus metrics of a worker, and the HTTP endpoint that exposes them.
 
+The endpoint answers ``/metrics`` (the exposition), ``/healthz`` and
+``/readyz`` (``health.Health``: 200, or 503 with the reason in plain text)
+and 404 for any other path.
+
 Every metric lives on a registry the caller passes in. Importing this module
 registers nothing, so two workers (or two tests) in one process never clash
 and the default global registry stays untouched.
@@ -17,15 +21,20 @@ and the default global registry stays untouched.
 from __future__ import annotations
 
 import math
+import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from socketserver import ThreadingMixIn
 from types import TracebackType
-from typing import Any, Self
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any, Self
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+if TYPE_CHECKING:
+    from driftstream.runtime.health import Health
 
 __all__ = ["DURATION_BUCKETS_SECONDS", "Metrics", "Server", "serve"]
 
@@ -431,12 +440,67 @@ class Server:
         self.close()
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> Server:
-    """Serve the registry's exposition over HTTP on a daemon thread; port 0 picks a free port."""
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A thread per request: a slow readiness probe never holds up a scrape."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes every few seconds are not worth a log line each."""
+
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _app(registry: CollectorRegistry, health: Health | None) -> App:
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if health is not None and path in ("/healthz", "/readyz"):
+            answer = health.alive() if path == "/healthz" else health.ready()
+            status = "200 OK" if answer.ok else "503 Service Unavailable"
+            return _text(start_response, status, answer.text)
+        known = "/metrics, /healthz, /readyz" if health is not None else "/metrics"
+        return _text(start_response, "404 Not Found", f"not found: {path} (served: {known})")
+
+    return app
+
+
+def _text(start_response: StartResponse, status: str, text: str) -> list[bytes]:
+    body = f"{text}\n".encode()
+    start_response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def serve(
+    registry: CollectorRegistry, host: str, port: int, health: Health | None = None
+) -> Server:
+    """Serve the registry (and ``health``'s answers) over HTTP on a daemon thread.
+
+    Port 0 picks a free port.
+    """
     try:
-        httpd, thread = start_http_server(port, addr=host, registry=registry)
+        # An IPv6 host needs an IPv6 socket; wsgiref's default is IPv4.
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        server_class = type("Server", (_ThreadingServer,), {"address_family": family})
+        httpd: WSGIServer = make_server(
+            str(address[0]), port, _app(registry, health), server_class, handler_class=_QuietHandler
+        )
     except OSError as exc:
         why = exc.strerror or str(exc)
         msg = f"cannot serve metrics on {host}:{port}: {why}"
         raise OSError(exc.errno, msg) from exc
+    thread = threading.Thread(target=httpd.serve_forever, name="driftstream-metrics", daemon=True)
+    thread.start()
     return Server(httpd, thread, host)

@@ -85,10 +85,13 @@ class Relay:
         max_bytes: int = 1_000_000 - HEADER_ROOM_BYTES,
         timeout: float = 5.0,
         batch: int = 1000,
+        alerts_topic: str | None = None,
     ) -> None:
         self.producer = producer
         self.metrics = metrics
         self.dlq_topic = dlq_topic
+        # Entries to other topics (events forwarded to the repartition topic) are not alerts.
+        self.alerts_topic = alerts_topic
         self.max_bytes = max_bytes  # key + value of a dead letter
         self.timeout = timeout
         self.batch = batch
@@ -184,10 +187,17 @@ class Relay:
             reason = dict(entry.headers).get(HEADER_REASON, b"unknown").decode(errors="replace")
             self.metrics.dead_letters_published.labels(reason=reason).inc()
             return
+        if self.alerts_topic is not None and entry.topic != self.alerts_topic:
+            return
         event = orjson.loads(entry.value)
         self.metrics.alerts_published.labels(
             kind=event.get("kind", ""), severity=event.get("severity", "")
         ).inc()
+        names = ("alert_id", "kind", "severity", "statistic", "model_id", "feature")
+        fields = {name: event.get(name) for name in names}
+        log.info(
+            "alert %s published: %s %s (%s), model %r, feature %r", *fields.values(), extra=fields
+        )
 
 
 def error_name(error: Any) -> str:

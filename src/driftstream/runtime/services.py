@@ -12,6 +12,10 @@ the project starts what it needs itself, on free loopback ports:
 ``DRIFTSTREAM_KAFKA_BOOTSTRAP`` / ``DRIFTSTREAM_REDIS_URL`` point at running
 services instead. The environment is passed in by the caller (the CLI and
 the test fixtures pass ``os.environ``), never read behind its back.
+
+Each server runs in a temporary folder of its own (its log, Redis's working
+directory), removed when it stops. ``driftstream services`` keeps both up
+for development until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +42,8 @@ KAFKA_ENV = "DRIFTSTREAM_KAFKA_BOOTSTRAP"
 REDIS_ENV = "DRIFTSTREAM_REDIS_URL"
 TANSU_ENV = "DRIFTSTREAM_TANSU_BIN"
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# Loaded before any fork: the child must not look a library up between fork and exec.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 class ServiceError(RuntimeError):
@@ -107,13 +114,16 @@ def _detach_but_die_with_parent() -> None:
     on Linux the kernel then stops the broker and Redis for it.
     """
     os.setsid()
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Server:
-    """A child process on a loopback port, logged to a file, stopped on exit."""
+    """A child process on a loopback port, logged to a file in a folder of its own.
+
+    ``stop`` (or leaving the ``with`` block) stops it and removes the folder,
+    a failed start too, once its last log lines are in the error.
+    """
 
     name = "server"
 
@@ -121,7 +131,8 @@ class _Server:
         self.binary = binary
         self.host = "127.0.0.1"
         self.port = port or free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"driftstream-{self.name}-"))
+        slug = self.name.replace(" ", "-")
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"driftstream-{slug}-"))
         self.log_path = self.workdir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -132,6 +143,10 @@ class _Server:
         raise NotImplementedError
 
     def start(self, timeout: float = 20.0) -> Self:
+        self.workdir.mkdir(parents=True, exist_ok=True)  # a restart after stop()
+        # The main thread starts servers: the kernel stops one when the thread
+        # that started it dies (PR_SET_PDEATHSIG), and a killed demo dies whole.
+        on_linux = _LIBC is not None and threading.current_thread() is threading.main_thread()
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 self.command(),
@@ -139,7 +154,8 @@ class _Server:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=not on_linux,
+                preexec_fn=_detach_but_die_with_parent if on_linux else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -148,12 +164,21 @@ class _Server:
             if self._port_open() and self.ready():
                 return self
             time.sleep(0.05)
-        self.stop()
         self._fail(f"did not answer on {self.host}:{self.port} within {timeout:.0f} s")
         return self
 
+    def check(self) -> None:
+        """Raise ServiceError if the server exited on its own."""
+        process = self._process
+        if process is not None and process.poll() is not None:
+            self._fail(f"exited with status {process.returncode}")
+
     def _fail(self, why: str) -> None:
-        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        try:
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        except OSError:
+            tail = []
+        self.stop()
         log = "\n  ".join(tail) or "(no output)"
         msg = f"{self.name} ({self.binary}) {why}; last log lines:\n  {log}"
         raise ServiceError(msg)
@@ -166,15 +191,16 @@ class _Server:
         return True
 
     def stop(self) -> None:
+        """Stop the server and remove its folder."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -186,8 +212,6 @@ class _Server:
         trace: TracebackType | None,
     ) -> None:
         self.stop()
-        # A start that failed raised in __enter__, so its log is still there to read.
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class EmbeddedKafka(_Server):
@@ -350,3 +374,64 @@ def redis_service(env: Mapping[str, str]) -> Iterator[str]:
         return
     with EmbeddedRedis(find_redis_server()) as server:
         yield server.url
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on (or holds) ``host:port``."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def config_snippet(bootstrap: str, redis_url: str) -> str:
+    """The config keys that point ``driftstream run`` at these services, as YAML."""
+    import yaml
+
+    document = {"kafka": {"client": {"bootstrap.servers": bootstrap}}, "redis": {"url": redis_url}}
+    return str(yaml.safe_dump(document, sort_keys=False))
+
+
+@dataclass(frozen=True)
+class Local:
+    """Services started for development: where they listen."""
+
+    kafka: EmbeddedKafka
+    redis: EmbeddedRedis
+
+    def describe(self) -> str:
+        """Their addresses, a config snippet and the environment the demo and tests read."""
+        bootstrap, url = self.kafka.bootstrap, self.redis.url
+        return (
+            f"Kafka  {bootstrap}  (Tansu, in memory: topics go when it stops)\n"
+            f"Redis  {url}  (nothing kept on disk)\n"
+            "\n"
+            "# For `driftstream run --config FILE`: merge into FILE, then run\n"
+            "# `driftstream topics create --config FILE` once.\n"
+            f"{config_snippet(bootstrap, url)}"
+            "\n"
+            "# For `driftstream demo`, the tests and the benchmarks:\n"
+            f"export {KAFKA_ENV}={bootstrap}\n"
+            f"export {REDIS_ENV}={url}\n"
+        )
+
+    def wait(self, stop: threading.Event, every: float = 0.5) -> None:
+        """Until ``stop`` is set; ServiceError if either server exits meanwhile."""
+        while not stop.wait(every):
+            self.kafka.check()
+            self.redis.check()
+
+
+@contextlib.contextmanager
+def local_services(
+    env: Mapping[str, str], kafka_port: int = 0, redis_port: int = 0
+) -> Iterator[Local]:
+    """A Tansu broker and a Redis on loopback (ports 0: free ones); stopped and removed after."""
+    kafka_binary, redis_binary = find_tansu(env), find_redis_server()
+    with (
+        EmbeddedKafka(kafka_binary, kafka_port or None) as kafka,
+        EmbeddedRedis(redis_binary, redis_port or None) as server,
+    ):
+        yield Local(kafka, server)

@@ -17,6 +17,23 @@ in the key so a future layout can live next to this one::
     {prefix}:v1:{{group}:{partition}}:outbox        hash     id -> entry (orjson)
     {prefix}:v1:{{group}:{partition}}:outbox:order  zset     id scored by insertion number
     {prefix}:v1:{{group}:{partition}}:outbox:seq    string   last insertion number
+    {prefix}:v1:{{group}:{partition}}:join:{model}:...      the label join's buffer
+
+One key is shared by the units of a group, so it lies outside every unit's
+slot and never enters a script::
+
+    {prefix}:v1:{group}:model-partitions:{model}    set      partitions that saw the model
+
+A commit registers its models there first (SADD, then SMEMBERS, on that key
+alone), then runs the script. Registering before the batch lands is true
+whatever follows (the model's events are on that partition), a retry adds
+nothing, and of two units that register a model at once the later one's
+SMEMBERS sees the other: each key's commands run in one order.
+
+The names are those of the first release (its unit keys already carried
+the hash tag), the same on one node as on a cluster: nothing to migrate on a
+single node, and a move to a cluster copies the keys as they are (README,
+"Redis Cluster").
 
 The outbox is a hash plus a sorted set rather than a list: the hash makes
 "add if absent" one HSETNX (dedup by id), and the sorted set gives insertion
@@ -33,16 +50,19 @@ to keep that window as small as the server allows).
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import orjson
 import redis
 from redis.backoff import AbstractBackoff, EqualJitterBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from driftstream.core.join import ID_BYTES, PAIR_RECORD
 from driftstream.runtime.metrics import Metrics
@@ -51,22 +71,91 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "v1"
 
+# A single Redis, or a Redis Cluster (redis.cluster: true); the store uses both alike.
+RedisClient = redis.Redis | RedisCluster
+
+
+class ClusterUnavailable(redis.ConnectionError):
+    """No node of the Redis Cluster answers for a slot (or at all).
+
+    redis-py says so with a RedisClusterException, which is not a RedisError;
+    as this one is, the worker pauses and retries as for a single Redis that
+    went away, rather than stopping.
+    """
+
+
+@contextlib.contextmanager
+def cluster_errors() -> Iterator[None]:
+    """Raise redis-py's cluster errors that mean "cannot reach" as RedisErrors.
+
+    The node's own error when there is one (a refused password stays an
+    AuthenticationError), else ClusterUnavailable. redis-py raises the same
+    RedisClusterException for a request it cannot route (keys of several
+    slots, no key): a bug that waiting cannot fix, so it stays as it is.
+    """
+    try:
+        yield
+    except RedisClusterException as error:
+        if isinstance(error.__cause__, redis.RedisError):
+            raise error.__cause__ from error
+        if isinstance(error, SlotNotCoveredError) or _layout_unknown(error):
+            raise ClusterUnavailable(str(error)) from error
+        raise
+
+
+def _layout_unknown(error: RedisClusterException) -> bool:
+    # What redis-py says when no node it reached could give a whole slot map
+    # (a node down or the cluster resharding); it has no class of its own.
+    text = str(error)
+    return "not covered" in text or "could not agree" in text
+
+
+class ClusterClient(RedisCluster):
+    """A RedisCluster whose outages raise ClusterUnavailable (a redis.ConnectionError)."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with cluster_errors():
+            return super().execute_command(*args, **kwargs)
+
+
+def open_client(url: str, *, cluster: bool = False, **options: Any) -> RedisClient:
+    """A client for ``url``; with ``cluster``, one that finds every node from that one.
+
+    A cluster client asks its seed node for the cluster's layout at once,
+    so it may raise here: the node's own RedisError (an AuthenticationError
+    for a refused password), or ClusterUnavailable.
+    """
+    if not cluster:
+        return redis.Redis.from_url(url, **options)
+    with cluster_errors():
+        return ClusterClient.from_url(url, **options)
+
+
+def cluster_enabled(url: str, **options: Any) -> bool | None:
+    """Whether the node at ``url`` runs in cluster mode; None if it may not say (ACL)."""
+    client = redis.Redis.from_url(url, **options)
+    try:
+        return str(client.info("cluster").get("cluster_enabled")) == "1"
+    except redis.ResponseError:
+        return None  # a user without INFO (e.g. -@dangerous) cannot tell
+    finally:
+        client.close()
+
+
 _NAMES = ("epoch", "offsets", "state", "outbox", "outbox:order", "outbox:seq")
 
 # KEYS: epoch, offsets, state, outbox, outbox:order, outbox:seq (as in _NAMES),
-#       then the partition sets of models to register (routing by key),
-#       then the keys the label join's operations write (all in the unit's slot).
-# ARGV: epoch, number of offsets, number of states, the unit's partition,
-#       number of outbox entries, number of models to register,
+#       then the keys the label join's operations write. Every one is a key
+#       of the unit, so in a Redis Cluster the script runs on one slot.
+# ARGV: epoch, number of offsets, number of states, number of outbox entries,
 #       then topic/offset pairs, name/blob pairs, id/entry pairs and
 #       operations (opcode, key index, a, b), in that order.
 COMMIT_LUA = """
 local epoch = tonumber(redis.call('GET', KEYS[1]) or '0')
 local n_offsets = tonumber(ARGV[2])
 local n_states = tonumber(ARGV[3])
-local n_entries = tonumber(ARGV[5])
-local n_register = tonumber(ARGV[6])
-local first_state = 7 + 2 * n_offsets
+local n_entries = tonumber(ARGV[4])
+local first_state = 5 + 2 * n_offsets
 local first_entry = first_state + 2 * n_states
 local first_op = first_entry + 2 * n_entries
 
@@ -78,7 +167,7 @@ end
 -- 2. Compare every offset with the stored one (absent = -1, before any offset).
 local forward = false
 local behind = nil
-for i = 7, first_state - 1, 2 do
+for i = 5, first_state - 1, 2 do
   local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
   local given = tonumber(ARGV[i + 1])
   if given > stored then
@@ -102,7 +191,7 @@ end
 -- 5. Every check passed; only now write offsets, state blobs and new outbox
 --    entries (HSETNX skips an id already present, so it keeps its place).
 --    An empty state blob deletes that state (a retired monitor).
-for i = 7, first_state - 1, 2 do
+for i = 5, first_state - 1, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 for i = first_state, first_entry - 1, 2 do
@@ -122,6 +211,8 @@ end
 --    values) and are unpacked here, a few thousand arguments per call.
 --    hset/hdel spread entries over sharded hashes named key .. shard, the
 --    shard read from the id's first two bytes (runtime/labels.py says why).
+--    A shard's name extends a declared key after its hash tag, so it lies
+--    in the same slot (Redis Cluster allows such undeclared keys there).
 --    The caller sorts entries by shard, so each run of one shard is one call;
 --    unsorted entries would only cost more calls.
 local byte, sub = string.byte, string.sub
@@ -154,18 +245,14 @@ for i = first_op, #ARGV, 4 do
   end
 end
 
--- 7. Register this partition for each model, and say where else each was seen.
-local answer = {'ok'}
-for i = 7, 6 + n_register do
-  redis.call('SADD', KEYS[i], ARGV[4])
-  answer[#answer + 1] = redis.call('SMEMBERS', KEYS[i])
-end
-return answer
+return {'ok'}
 """
 
 OPCODES = ("hset", "hdel", "append", "set")
 
-# KEYS: none (the shard keys are built from ARGV, all in the caller's unit slot).
+# KEYS: one key of the unit, unused but for routing: a Redis Cluster client
+#       sends the call to the node of that key's slot, where the shard keys
+#       (built from ARGV, all of the same unit) live.
 # ARGV: number of shards, then (key prefix, packed 8-byte ids) pairs.
 # Returns one string per pair: for each id, a length byte and the entry
 # (0 where absent). One string instead of an array of values: the client
@@ -198,7 +285,7 @@ class JoinBuffer:
     Written only through ``PartitionStore.commit`` (operations), read here.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, read: Any) -> None:
+    def __init__(self, client: RedisClient, prefix: str, read: Any) -> None:
         self._client = client
         self._prefix = prefix
         self._read = read
@@ -213,10 +300,16 @@ class JoinBuffer:
         args: list[Any] = [shards]
         for prefix, ids in requests:
             args += [prefix, b"".join(ids)]
-        return [_entries(blob) for blob in self._read(keys=[], args=args)]
+        return [_entries(blob) for blob in self._read(keys=[self._prefix], args=args)]
 
     def strings(self, keys: Sequence[str]) -> list[bytes | None]:
-        return cast(list[bytes | None], self._client.mget(keys)) if keys else []
+        if not keys:
+            return []
+        if isinstance(self._client, RedisCluster):
+            # One MGET per slot: a single one for the unit's own keys.
+            with cluster_errors():
+                return cast(list[bytes | None], self._client.mget_nonatomic(keys))
+        return cast(list[bytes | None], self._client.mget(keys))
 
 
 class JoinReads(Protocol):
@@ -327,7 +420,7 @@ def unit_key(prefix: str, group: str, partition: int, name: str) -> str:
 class PartitionStore:
     """State, offsets and outbox of one partition unit, written only by its owner."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, group: str, partition: int) -> None:
+    def __init__(self, client: RedisClient, *, prefix: str, group: str, partition: int) -> None:
         _check_unit(client, prefix, group, partition)
         self.group = group
         self.partition = partition
@@ -345,7 +438,7 @@ class PartitionStore:
         pipe = self._client.pipeline(transaction=True)
         pipe.incr(self._epoch)
         pipe.hgetall(self._offsets)
-        epoch, offsets = pipe.execute()
+        epoch, offsets = _execute(pipe)
         return Claim(epoch=int(epoch), offsets=_decode_offsets(offsets))
 
     def load(self, names: Iterable[str]) -> dict[str, bytes]:
@@ -372,43 +465,54 @@ class PartitionStore:
         raises OffsetConflict; neither writes anything. An empty blob in
         ``states`` deletes that state.
 
-        ``register`` names models to record as seen on this partition, in
-        the same script; ``partitions_seen`` then maps each to every
-        partition of the group that registered it ("ok" only). ``ops`` are
-        the label join's writes (``runtime/labels.py``), on keys of this
-        unit made by ``join_key``.
+        ``register`` names models to record as seen on this partition,
+        just before the script (the module's docstring says why not in
+        it); ``partitions_seen`` then maps each to every partition of the
+        group that registered it ("ok" only). ``ops`` are the label join's
+        writes (``runtime/labels.py``), on keys of this unit made by
+        ``join_key``.
         """
         check_commit(epoch, offsets)
         self.partitions_seen = {}
-        args: list[Any] = [
-            epoch,
-            len(offsets),
-            len(states),
-            self.partition,
-            len(outbox),
-            len(register),
-        ]
+        args: list[Any] = [epoch, len(offsets), len(states), len(outbox)]
         for topic, offset in offsets.items():
             args += [topic, offset]
         for name, blob in states.items():
             args += [name, blob]
         for entry in outbox:
             args += [entry.id, encode_entry(entry)]
-        keys = [*self._keys, *(self._model_key(model_id) for model_id in register)]
+        keys = list(self._keys)
         for opcode, key, a, b in ops:
             if opcode.split(":")[0] not in OPCODES or not key.startswith(self._join_prefix):
                 msg = f"not a join operation of partition {self.partition}: {opcode} {key}"
                 raise ValueError(msg)
             keys.append(key)
             args += [opcode, len(keys), a, b]
-        reply = self._commit(keys=keys, args=args)
-        status = self._answer(epoch, reply)
+        seen = self._register(register)
+        status = self._answer(epoch, self._commit(keys=keys, args=args))
         if status == "ok":
-            self.partitions_seen = {
-                model_id: {int(member) for member in members}
-                for model_id, members in zip(register, reply[1:], strict=True)
-            }
+            self.partitions_seen = seen
         return status
+
+    def _register(self, models: Sequence[str]) -> dict[str, set[int]]:
+        """Add this partition to each model's set; every partition each set then holds.
+
+        One pipeline, not a transaction: each model's key may sit on another
+        cluster node, and only the order of SADD before SMEMBERS on one key
+        matters, which a pipeline keeps.
+        """
+        if not models:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for model_id in models:
+            key = self._model_key(model_id)
+            pipe.sadd(key, self.partition)
+            pipe.smembers(key)
+        replies = _execute(pipe)
+        return {
+            model_id: {int(member) for member in members}
+            for model_id, members in zip(models, replies[1::2], strict=True)
+        }
 
     def join_key(self, model_id: str, name: str) -> str:
         """A key of the label join's buffer of ``model_id`` in this unit."""
@@ -430,8 +534,8 @@ class PartitionStore:
         return {int(member) for member in members}
 
     def _model_key(self, model_id: str) -> str:
-        # Shared by every unit of the group, so in a Redis Cluster it lives in
-        # another slot than this unit's keys; Cluster support must move it.
+        # Shared by every unit of the group: in a Redis Cluster it lies in a
+        # slot of its own, so only single-key commands ever touch it.
         return f"{self._prefix}:{SCHEMA_VERSION}:{self.group}:model-partitions:{model_id}"
 
     def pending(self, limit: int = 1000) -> list[OutboxEntry]:
@@ -453,7 +557,7 @@ class PartitionStore:
         pipe = self._client.pipeline(transaction=True)
         pipe.hdel(self._outbox, *ids)
         pipe.zrem(self._order, *ids)
-        removed, _ = pipe.execute()
+        removed, _ = _execute(pipe)
         return int(removed)
 
     def outbox_size(self) -> int:
@@ -470,7 +574,7 @@ class PartitionStore:
         pipe = self._client.pipeline(transaction=True)
         pipe.hgetall(self._offsets)
         pipe.hgetall(self._state)
-        offsets, states = pipe.execute()
+        offsets, states = _execute(pipe)
         return {
             "offsets": _decode_offsets(offsets),
             "states": {name.decode(): blob for name, blob in states.items()},
@@ -592,7 +696,7 @@ class Availability:
         return max(0.0, self._retry_at - self._clock())
 
 
-def stores_for_group(client: redis.Redis, *, prefix: str, group: str) -> list[int]:
+def stores_for_group(client: RedisClient, *, prefix: str, group: str) -> list[int]:
     """Partitions of a group that were ever claimed (they have an epoch key), sorted."""
     pattern = f"{_glob_escape(prefix)}:{SCHEMA_VERSION}:{{{_glob_escape(group)}:*}}:epoch"
     # The glob's * would also match a group named "<group>:x"; the regex keeps digits only.
@@ -635,6 +739,12 @@ def decode_entry(blob: bytes) -> OutboxEntry:
     )
 
 
+def _execute(pipe: Any) -> list[Any]:
+    # A cluster pipeline runs its commands itself, not through execute_command.
+    with cluster_errors():
+        return cast(list[Any], pipe.execute())
+
+
 def _entries(blob: bytes) -> list[bytes | None]:
     """READ_LUA's answer for one request: length-prefixed entries, 0 for none."""
     found: list[bytes | None] = []
@@ -646,7 +756,7 @@ def _entries(blob: bytes) -> list[bytes | None]:
     return found
 
 
-def _check_unit(client: redis.Redis, prefix: str, group: str, partition: int) -> None:
+def _check_unit(client: RedisClient, prefix: str, group: str, partition: int) -> None:
     if client.get_connection_kwargs().get("decode_responses"):
         msg = "the Redis client must have decode_responses=False: state blobs are raw bytes"
         raise ValueError(msg)

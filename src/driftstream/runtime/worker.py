@@ -53,7 +53,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import orjson
@@ -83,6 +83,7 @@ from driftstream.runtime import monitoring, routing, stream_checks
 from driftstream.runtime.alerts import Source, alert_event, dead_letter_headers, encode_alert
 from driftstream.runtime.decode import DeadLetter, Decoded, Decoder, ModelBatch, Record
 from driftstream.runtime.labels import JoinBatch, JoinOutcome, Memory, Window
+from driftstream.runtime.logs import ProgressLog
 from driftstream.runtime.metrics import Metrics
 from driftstream.runtime.models import (
     FEATURES,
@@ -100,12 +101,18 @@ from driftstream.runtime.store import (
     Fenced,
     OutboxEntry,
     PartitionStore,
+    RedisClient,
     UnitStore,
     default_backoff,
 )
 from driftstream.runtime.stream_checks import Cited, Freshness, Stream
 
+if TYPE_CHECKING:
+    from driftstream.runtime.health import Health
+
 log = logging.getLogger(__name__)
+# librdkafka's own lines, through Python's logging so --log-format applies to them too.
+KAFKA_LOG = logging.getLogger("driftstream.kafka")
 
 # Exit status of `driftstream run` when it stopped with records it took but
 # could not commit (Redis unavailable): they are processed again later.
@@ -214,6 +221,8 @@ class Worker:
     after Redis or relay failures (redis-py's backoff classes; capped
     exponential with jitter by default) and ``clock`` measures them.
     ``watcher``, when given, hears of the events and windows of every commit.
+    ``health``, when given, hears after each iteration of ``run`` that the
+    loop is alive and how many partitions it owns (``/healthz``, ``/readyz``).
     """
 
     def __init__(
@@ -221,7 +230,7 @@ class Worker:
         config: Config,
         models: Mapping[str, ModelSpec],
         *,
-        redis_client: redis.Redis | None = None,
+        redis_client: RedisClient | None = None,
         metrics: Metrics,
         consumer_factory: ConsumerFactory = Consumer,
         producer_factory: ProducerFactory = Producer,
@@ -229,6 +238,7 @@ class Worker:
         backoff: AbstractBackoff | None = None,
         clock: Callable[[], float] = time.monotonic,
         watcher: Watcher | None = None,
+        health: Health | None = None,
     ) -> None:
         if redis_client is None and store_factory is None:
             msg = "a worker needs a redis_client or a store_factory"
@@ -238,8 +248,10 @@ class Worker:
         self.redis = redis_client
         self.store_factory = store_factory
         self.watcher = watcher
+        self.health = health
         self.metrics = metrics
         self.clock = clock
+        self.progress = ProgressLog(metrics, config.metrics.progress_seconds, clock, log)
         topics = config.kafka.topics
         self.roles = {topics.predictions: PREDICTIONS, topics.features: FEATURES}
         if any(spec.labels is not None for spec in models.values()):
@@ -275,10 +287,15 @@ class Worker:
             metrics,
             topics.dlq,
             max_bytes=int(producer_settings["message.max.bytes"]) - HEADER_ROOM_BYTES,
+            alerts_topic=topics.alerts,
         )
 
     def consumer_settings(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {"auto.offset.reset": "earliest", "log_level": 4}
+        settings: dict[str, Any] = {
+            "auto.offset.reset": "earliest",
+            "log_level": 4,
+            "logger": KAFKA_LOG,
+        }
         settings.update(self.config.kafka.client_settings())
         # Correctness needs these whatever the client settings say: offsets
         # come from Redis, and every input topic's partition p must land on
@@ -303,6 +320,7 @@ class Worker:
             "acks": "all",
             "enable.idempotence": True,
             "message.max.bytes": room,
+            "logger": KAFKA_LOG,
         }
         if self.repartition:
             # Forwards of one source partition must land in order and without
@@ -358,7 +376,8 @@ class Worker:
                     len(unit.held.records),
                 )
         self.metrics.partitions_owned.set(self._owned())
-        log.info("released partitions %s", sorted({tp.partition for tp in partitions}))
+        released = sorted({tp.partition for tp in partitions})
+        log.info("released partitions %s", released, extra={"partitions": released})
 
     def _store(self, number: int) -> UnitStore:
         if self.store_factory is not None:
@@ -376,7 +395,7 @@ class Worker:
         try:
             claim = unit.store.claim()
         except redis.RedisError as error:
-            self.store.failed("claim", error)
+            self._redis_failed("claim", error)
             return False
         self.store.succeeded()
         unit.epoch = claim.epoch
@@ -434,7 +453,8 @@ class Worker:
 
     def _owned_changed(self, verb: str) -> None:
         self.metrics.partitions_owned.set(self._owned())
-        log.info("%s partitions %s", verb, sorted(n for n, u in self.units.items() if u.epoch))
+        owned = sorted(n for n, u in self.units.items() if u.epoch)
+        log.info("%s partitions %s", verb, owned, extra={"partitions": owned})
 
     # -- one micro-batch ----------------------------------------------------
 
@@ -547,9 +567,22 @@ class Worker:
         return True
 
     def _store_failed(self, operation: str, error: redis.RedisError) -> bool:
-        self.store.failed(operation, error)
+        self._redis_failed(operation, error)
         self._pause()
         return False
+
+    def _redis_failed(self, operation: str, error: redis.RedisError) -> None:
+        """Count and schedule the retry; the first failure's warning comes from ``self.store``."""
+        self.store.failed(operation, error)
+        if self.store.failures > 1:
+            log.info(
+                "Redis retry %d failed (%s: %s); next try in %.1f s",
+                self.store.failures - 1,
+                operation,
+                error,
+                self.store.wait(),
+                extra={"operation": operation, "retry": self.store.failures - 1},
+            )
 
     def _prepare(self, unit: Unit, held: Held) -> Prepared:
         """Decode, route and update; every Redis read comes before any change to the unit."""
@@ -1141,7 +1174,12 @@ class Worker:
             return
         # A newer owner holds the unit (or claimed it after Redis lost its
         # keys): drop it and everything computed since the last commit.
-        log.warning("%s; dropping partition %d", fenced, unit.partition)
+        log.warning(
+            "%s; dropping partition %d",
+            fenced,
+            unit.partition,
+            extra={"partition": unit.partition, "epoch": unit.epoch, "stored_epoch": fenced.stored},
+        )
         self.metrics.fenced.inc()
         self.units.pop(unit.partition, None)
         self._fenced_at[unit.partition] = self.clock()
@@ -1399,12 +1437,21 @@ class Worker:
         try:
             while not stop.is_set():
                 self.step()
+                self._iterated()
                 if on_step is not None:
                     on_step(self)
         except BaseException:
             self.close()
             raise
         return self.close()
+
+    def _iterated(self) -> None:
+        """Once per loop iteration: the health beat and, when due, the progress line."""
+        if self.health is not None:
+            self.health.beat(self._owned())
+        if self.progress.due():
+            owned = [number for number, unit in self.units.items() if unit.epoch]
+            self.progress.report(owned)
 
     def pending_outbox(self) -> int:
         return sum(unit.store.outbox_size() for unit in self.units.values())
