@@ -175,6 +175,29 @@ def test_a_fenced_partition_that_kafka_revokes_is_forgotten(setup, client):
     assert not worker.consumer.paused
 
 
+def test_a_released_partition_leaves_no_frozen_lag_or_outbox_series(setup, client):
+    config, broker = setup
+    worker = fake_worker(config, broker, client)
+    feed(broker, config, VALUES[:1500])
+    worker.start()
+    run_until(worker, drained(worker, broker, config))
+    topic = config.kafka.topics.predictions
+    for partition in ("0", "1"):
+        assert (
+            sample(worker, "driftstream_consumer_lag_messages", topic=topic, partition=partition)
+            == 0
+        )
+        assert sample(worker, "driftstream_outbox_entries", partition=partition) == 0
+
+    worker.consumer.rebalance([1])  # everything revoked; partition 0 goes to another worker
+    feed(broker, config, VALUES[1500:2000])
+    run_until(worker, lambda: worker.units.get(1) is not None and worker.units[1].epoch)
+    worker.step()
+    assert sample(worker, "driftstream_consumer_lag_messages", topic=topic, partition="0") is None
+    assert sample(worker, "driftstream_outbox_entries", partition="0") is None
+    assert sample(worker, "driftstream_consumer_lag_messages", topic=topic, partition="1") == 0
+
+
 def test_a_commit_whose_reply_was_lost_is_retried_and_counted_once(setup, client, redis_url):
     config, broker = setup
     worker = fake_worker(config, broker, client)

@@ -20,6 +20,7 @@ and the default global registry stays untouched.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import threading
@@ -357,6 +358,23 @@ class Metrics:
             ["model"],
             registry=registry,
         )
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Drop the lag and outbox series of partitions this worker gave up.
+
+        Their last values would otherwise stay on this worker's page beside
+        the new owner's, frozen, and a sum or a max over workers would count
+        them.
+        """
+        gone = {str(number) for number in partitions}
+        for metric in self.consumer_lag.collect():
+            for sample in metric.samples:
+                if sample.labels["partition"] in gone:
+                    with contextlib.suppress(KeyError):
+                        self.consumer_lag.remove(sample.labels["topic"], sample.labels["partition"])
+        for number in gone:
+            with contextlib.suppress(KeyError):
+                self.outbox_entries.remove(number)
 
     def observe_labels(self, model: str, counts: Mapping[str, int], delays: Any) -> None:
         """Count one commit's join outcomes and label delays, and update the coverage."""

@@ -377,6 +377,7 @@ class Worker:
                 )
         self.metrics.partitions_owned.set(self._owned())
         released = sorted({tp.partition for tp in partitions})
+        self.metrics.forget_partitions(released)
         log.info("released partitions %s", released, extra={"partitions": released})
 
     def _store(self, number: int) -> UnitStore:
@@ -1185,6 +1186,7 @@ class Worker:
         self._fenced_at[unit.partition] = self.clock()
         self._pause_partition(unit.partition)
         self.metrics.partitions_owned.set(self._owned())
+        self.metrics.forget_partitions([unit.partition])
 
     def _reclaim_lost(self, unit: Unit) -> None:
         """Redis has no epoch for a unit this worker owns: claim it again from Kafka's offsets."""
