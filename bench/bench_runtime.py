@@ -8,7 +8,8 @@ Pipelines:
 - **floor**: confluent-kafka ``consume(n)`` plus ``orjson.loads`` of every
   value, nothing else;
 - **driftstream**: the worker end to end with every monitor on (windowed
-  statistics on every column, ADWIN and Page-Hinkley on every numeric one),
+  statistics on every column, ADWIN, Page-Hinkley and CUSUM on every numeric
+  one),
   state, offsets and outbox committed to Redis per micro-batch;
 - **driftstream, repartition**: the same with ``kafka.routing: repartition``:
   every event is read, forwarded through the outbox to the repartition
