@@ -8,6 +8,8 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from driftstream.contract import REASONS
+from driftstream.runtime.alerts import ALERT_KINDS, SEVERITIES
 from driftstream.runtime.metrics import DURATION_BUCKETS_SECONDS, Metrics, serve
 
 STAT = ("psi", "baseline")
@@ -60,6 +62,17 @@ def test_counters_carry_their_labels(registry, metrics):
     assert sample(registry, "driftstream_relay_failures_total", error="MSG_SIZE_TOO_LARGE") == 1
     assert sample(registry, "driftstream_consume_errors_total", error="_TRANSPORT") == 1
     assert sample(registry, "driftstream_dead_letters_truncated_total") == 1
+
+
+def test_alert_and_dead_letter_series_exist_at_zero_before_the_first(registry, metrics):
+    # increase() and rate() cannot see a series' first step, so a counter that
+    # appeared at 1 would hide the first critical alert from the rules.
+    for kind in ALERT_KINDS:
+        for severity in SEVERITIES:
+            labels = {"kind": kind, "severity": severity}
+            assert sample(registry, "driftstream_alerts_published_total", **labels) == 0
+    for reason in REASONS:
+        assert sample(registry, "driftstream_dead_letters_published_total", reason=reason) == 0
 
 
 def test_gauges_carry_their_labels(registry, metrics):

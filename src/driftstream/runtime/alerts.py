@@ -43,6 +43,7 @@ from driftstream.runtime.decode import DeadLetter
 ALERT_SCHEMA_VERSION = 1
 # Kinds the contract defines; the monitors emit drift and resolved today.
 ALERT_KINDS = ("drift", "resolved", "quality", "anomaly", "performance", "comparison")
+SEVERITIES = ("critical", "warning", "info", "ok")
 
 # Header names on dead letters; every value is UTF-8 text.
 HEADER_REASON = "driftstream.dlq.reason"

@@ -34,6 +34,9 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from driftstream.contract import REASONS
+from driftstream.runtime.alerts import ALERT_KINDS, SEVERITIES
+
 if TYPE_CHECKING:
     from driftstream.runtime.health import Health
 
@@ -279,6 +282,14 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        # Every series exists at 0 from the start: a labelled counter otherwise
+        # appears at its first increment, and increase() and rate() never see
+        # that first step, so the first critical alert would page no one.
+        for kind in ALERT_KINDS:
+            for severity in SEVERITIES:
+                self.alerts_published.labels(kind=kind, severity=severity)
+        for reason in REASONS:
+            self.dead_letters_published.labels(reason=reason)
         self.dead_letters_truncated = Counter(
             "driftstream_dead_letters_truncated_total",
             "Dead letters whose value (or key) was cut to fit the producer's message size.",
