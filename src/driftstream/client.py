@@ -76,6 +76,11 @@ class DriftClient:
         self.model_version = _text(model_version, "model_version")
         self._producer = Producer(_producer_config(bootstrap_servers, config))
         self._delivery_errors = 0
+        # Messages handed to the producer, and delivery reports received: what
+        # is still queued is their difference. len(producer) would also count
+        # librdkafka's own events (an "all brokers down" error, say).
+        self._produced = 0
+        self._reported = 0
         self._last_error: KafkaError | None = None
         self._closed = False
 
@@ -133,7 +138,8 @@ class DriftClient:
 
     def flush(self, timeout: float = 10.0) -> int:
         """Wait up to ``timeout`` seconds for delivery; returns how many are still queued."""
-        return int(self._producer.flush(timeout))
+        self._producer.flush(timeout)
+        return max(self._produced - self._reported, 0)
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush, then stop; raises DeliveryError if any message was not delivered."""
@@ -188,6 +194,7 @@ class DriftClient:
         except BufferError:
             self._producer.poll(QUEUE_FULL_WAIT_SECONDS)
             self._retry_produce(topic, payload, key)
+        self._produced += 1
         self._producer.poll(0)
 
     def _retry_produce(self, topic: str, payload: bytes, key: bytes) -> None:
@@ -203,6 +210,7 @@ class DriftClient:
             raise QueueFullError(msg) from exc
 
     def _on_delivery(self, err: KafkaError | None, _message: Message) -> None:
+        self._reported += 1
         if err is not None:
             self._delivery_errors += 1
             self._last_error = err
